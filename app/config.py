@@ -1,0 +1,215 @@
+"""Settings: Dynaconf layers in, one validated ``Settings`` struct out, or one clear error line.
+
+Layers, lowest first: ``settings.toml`` ``[default]``, ``settings.toml`` ``[<APP_ENV>]``,
+``.secrets.toml`` (same sections), ``.env`` in the working directory, ``AGENT_*`` variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import msgspec
+from dynaconf import Dynaconf
+
+from providers.config import ProviderConfig
+from providers.registry import PROVIDER_KINDS
+
+__all__ = ("ENVIRONMENTS", "ConfigError", "Limits", "Settings", "load_settings")
+
+ENVIRONMENTS: Final = ("development", "testing", "production")
+PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
+_LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug")
+_STRING_KEYS: Final = frozenset({"host", "default_provider", "kind", "base_url", "api_key", "model"})
+_MSGSPEC_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+
+
+class ConfigError(Exception):
+    """A configuration that cannot work; ``str()`` is one line that names the key."""
+
+
+class Limits(msgspec.Struct, kw_only=True):
+    """Bounds on what one request may ask for."""
+
+    max_message_chars: int = 32_000
+    max_body_bytes: int = 1_048_576
+    max_upstream_connections: int = 1_000
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    """Everything the service reads from configuration."""
+
+    env: str = "development"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    cors_origins: list[str] = msgspec.field(default_factory=lambda: ["http://localhost:5173"])
+    default_provider: str = "local"
+    providers: dict[str, ProviderConfig] = msgspec.field(default_factory=lambda: {"local": ProviderConfig()})
+    limits: Limits = msgspec.field(default_factory=Limits)
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+
+def env_var(key: str) -> str:
+    """The environment variable that sets a dotted settings key."""
+    return "AGENT_" + key.replace(".", "__").upper()
+
+
+def _fail(key: str, problem: str) -> ConfigError:
+    return ConfigError(f"configuration error: {key} ({env_var(key)}): {problem}")
+
+
+def _check(settings: Settings) -> None:
+    if settings.env not in ENVIRONMENTS:
+        raise ConfigError(
+            f"configuration error: APP_ENV: unknown environment {settings.env!r}"
+            f" (expected one of {', '.join(ENVIRONMENTS)})"
+        )
+    if not 1 <= settings.port <= 65535:
+        raise _fail("port", f"{settings.port} is not a TCP port (1-65535)")
+    if settings.log_level.lower() not in _LOG_LEVELS:
+        raise _fail("log_level", f"{settings.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
+    for origin in settings.cors_origins:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise _fail("cors_origins", f"{origin!r} is not an origin like http://localhost:5173 (no path)")
+    if not settings.providers:
+        raise _fail("providers", "no provider is configured")
+    for name, provider in settings.providers.items():
+        _check_provider(name, provider)
+    if settings.default_provider.lower() not in settings.providers:
+        raise _fail(
+            "default_provider",
+            f"{settings.default_provider!r} is not a configured provider"
+            f" (configured: {', '.join(sorted(settings.providers))})",
+        )
+    for field in ("max_message_chars", "max_body_bytes", "max_upstream_connections"):
+        if getattr(settings.limits, field) < 1:
+            raise _fail(f"limits.{field}", "must be at least 1")
+
+
+def _check_provider(name: str, provider: ProviderConfig) -> None:
+    key = f"providers.{name}"
+    if provider.kind not in PROVIDER_KINDS:
+        raise _fail(
+            f"{key}.kind",
+            f"unknown provider kind {provider.kind!r} (known: {', '.join(sorted(PROVIDER_KINDS))})",
+        )
+    try:
+        url = httpx.URL(provider.base_url)
+    except httpx.InvalidURL:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise _fail(
+            f"{key}.base_url", f"{provider.base_url!r} is not an http(s) URL like http://localhost:1234/v1"
+        )
+    for field in ("connect_timeout_seconds", "timeout_seconds"):
+        if getattr(provider, field) <= 0:
+            raise _fail(f"{key}.{field}", "must be more than 0")
+    if provider.max_tokens < 1:
+        raise _fail(f"{key}.max_tokens", "must be at least 1")
+
+
+def _lower_keys(value: Any) -> Any:
+    """Lower-case every mapping key; Dynaconf upper-cases some and keeps others as written."""
+    if not isinstance(value, dict):
+        return value
+    lowered: dict[str, Any] = {}
+    for key, item in value.items():
+        name = str(key).lower()
+        item = _lower_keys(item)
+        if isinstance(lowered.get(name), dict) and isinstance(item, dict):
+            lowered[name] = {**lowered[name], **item}
+        else:
+            lowered[name] = item
+    return lowered
+
+
+def _as_strings(data: dict[str, Any]) -> dict[str, Any]:
+    """Env values are parsed as TOML, so ``AGENT_…__API_KEY=1234`` arrives as an int: undo that."""
+    return {
+        key: str(value)
+        if key in _STRING_KEYS and isinstance(value, int | float) and not isinstance(value, bool)
+        else value
+        for key, value in data.items()
+    }
+
+
+def _convert(data: Any, kind: type[Any], prefix: str) -> Any:
+    try:
+        return msgspec.convert(data, kind, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _MSGSPEC_PATH.search(message)
+        where = match.group("path") if match else ""
+        key = ".".join(part for part in (prefix, where) if part)
+        problem = _MSGSPEC_PATH.sub("", message).replace("Expected", "expected")
+        value = data.get(where) if isinstance(data, dict) and where.isidentifier() else None
+        if value is not None:
+            problem += f" {value!r}"
+        raise _fail(key or "settings", problem) from None
+
+
+def settings_from_mapping(raw: dict[str, Any], env: str) -> Settings:
+    """Validate an already-layered mapping (keys in any case) into ``Settings``.
+
+    Raises:
+        ConfigError: a key has a value that cannot work.
+    """
+    data = _lower_keys(raw)
+    known = set(Settings.__struct_fields__)
+    top = _as_strings({key: value for key, value in data.items() if key in known and key != "providers"})
+    origins = top.get("cors_origins")
+    if isinstance(origins, str):  # AGENT_CORS_ORIGINS=http://a,http://b
+        top["cors_origins"] = [part.strip() for part in origins.split(",") if part.strip()]
+    providers_raw = data.get("providers", {"local": {}})
+    if not isinstance(providers_raw, dict):
+        raise _fail("providers", "must be a table of named providers")
+    providers: dict[str, ProviderConfig] = {}
+    for name, provider in providers_raw.items():
+        if not isinstance(provider, dict):
+            raise _fail(f"providers.{name}", "must be a table (kind, base_url, model, …)")
+        providers[name] = _convert(_as_strings(provider), ProviderConfig, f"providers.{name}")
+    try:
+        settings: Settings = _convert({**top, "providers": providers, "env": env}, Settings, "")
+    except ConfigError:
+        raise
+    except msgspec.ValidationError as exc:  # raised by __post_init__ checks wrapped by msgspec
+        raise ConfigError(str(exc)) from None
+    return settings
+
+
+def load_settings(workdir: Path | None = None) -> Settings:
+    """Read every configuration layer and validate the result.
+
+    ``settings.toml`` and ``.secrets.toml`` are read from the working directory when it has a
+    ``settings.toml``, else from the project root; ``.env`` always from the working directory.
+
+    Raises:
+        ConfigError: the configuration cannot work; the message is one line naming the key.
+    """
+    workdir = workdir or Path.cwd()
+    settings_dir = workdir if (workdir / "settings.toml").is_file() else PROJECT_ROOT
+    dotenv = workdir / ".env"
+    try:
+        layers = Dynaconf(
+            envvar_prefix="AGENT",
+            settings_files=[str(settings_dir / "settings.toml"), str(settings_dir / ".secrets.toml")],
+            environments=True,
+            env_switcher="APP_ENV",
+            load_dotenv=dotenv.is_file(),
+            dotenv_path=str(dotenv),
+            merge_enabled=False,
+            root_path=str(settings_dir),
+        )
+        raw = layers.as_dict()
+    except Exception as exc:  # a TOML syntax error, an unreadable file
+        raise ConfigError(f"configuration error: could not read settings: {exc}") from None
+    env = os.environ.get("APP_ENV", "development").lower()
+    for internal in [key for key in raw if key.endswith("_FOR_DYNACONF") or key == "LOAD_DOTENV"]:
+        raw.pop(internal)
+    return settings_from_mapping(raw, env)

@@ -1,0 +1,98 @@
+"""``create_app``: wiring only, no I/O (``litestar run`` calls it twice)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.logging import LoggingConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+
+from app.chat import ChatController
+from app.cli import HostPortFromSettings
+from app.config import Settings, load_settings
+from app.dependencies import DEPENDENCIES
+from app.errors import EXCEPTION_HANDLERS
+from app.health import health
+from app.lifespan import upstream_client
+from app.schemas import ChatRequest
+from providers.base import ChatParams, LLMProvider
+from providers.registry import ProviderRegistry
+
+__all__ = ("create_app",)
+
+_VERSION = "0.1.0"
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    registry: ProviderRegistry | None = None,
+    dependencies: Mapping[str, Provide] | None = None,
+) -> Litestar:
+    """Build the application.
+
+    Args:
+        settings: the configuration; loaded from the settings files and environment if not given.
+        registry: providers to use instead of building them from ``settings`` (tests).
+        dependencies: dependency overrides by name, e.g. ``{"provider": Provide(fake)}`` (tests).
+
+    Returns:
+        The Litestar app; its lifespan opens the shared upstream client.
+    """
+    if settings is None:
+        settings = load_settings_or_exit()
+    return Litestar(
+        route_handlers=[ChatController, health],
+        dependencies={**DEPENDENCIES, **(dependencies or {})},
+        state=State({"settings": settings, "registry": registry}),
+        lifespan=[upstream_client],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        cors_config=CORSConfig(
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
+            expose_headers=["Retry-After", "X-Request-ID"],
+            max_age=600,
+        ),
+        request_max_body_size=settings.limits.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Agent Backend",
+            version=_VERSION,
+            description="Relays a local LLM server's streamed answer to the browser as NDJSON.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin()],
+        ),
+        logging_config=LoggingConfig(
+            root={"level": settings.log_level.upper(), "handlers": ["queue_listener"]},
+            log_exceptions="never",  # our handlers log what deserves it, once
+            loggers={
+                "litestar": {"level": "INFO", "handlers": ["queue_listener"], "propagate": False},
+                # httpx logs every upstream request at INFO; the access log already has one line each.
+                "httpx": {"level": "WARNING"},
+                "httpcore": {"level": "WARNING"},
+            },
+        ),
+        plugins=[HostPortFromSettings(settings)],
+        signature_namespace={
+            "ChatParams": ChatParams,
+            "LLMProvider": LLMProvider,
+            "ChatRequest": ChatRequest,
+        },
+    )
+
+
+def load_settings_or_exit() -> Settings:
+    """Load settings; on a bad configuration print one line and exit (no traceback)."""
+    from app.config import ConfigError
+
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        logging.getLogger("app").debug("bad configuration", exc_info=True)
+        raise SystemExit(f"agent-backend: {exc}") from None

@@ -1,0 +1,48 @@
+"""What lives as long as the app: the one shared upstream HTTP client and the provider registry."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final
+
+import httpx
+from litestar import Litestar
+
+from app.config import Settings
+from providers.registry import ProviderRegistry
+
+__all__ = ("upstream_client",)
+
+# Local LLM servers are never reached through an HTTP(S)_PROXY from the environment; remote
+# ones still are (httpx honours the proxy variables and NO_PROXY for every other host).
+_NO_PROXY_FOR_LOOPBACK: Final[dict[str, httpx.AsyncBaseTransport | None]] = {
+    "all://localhost": None,
+    "all://127.0.0.1": None,
+    "all://[::1]": None,
+}
+
+
+def make_client(settings: Settings) -> httpx.AsyncClient:
+    """The shared upstream client; per-provider timeouts are set on each request."""
+    return httpx.AsyncClient(
+        limits=httpx.Limits(
+            max_connections=settings.limits.max_upstream_connections,
+            max_keepalive_connections=min(100, settings.limits.max_upstream_connections),
+            keepalive_expiry=30,
+        ),
+        timeout=httpx.Timeout(120, connect=5),
+        mounts=_NO_PROXY_FOR_LOOPBACK,
+        follow_redirects=False,
+    )
+
+
+@asynccontextmanager
+async def upstream_client(app: Litestar) -> AsyncIterator[None]:
+    """Open the shared client at start-up and close it (and its connections) at shutdown."""
+    settings: Settings = app.state.settings
+    async with make_client(settings) as client:
+        app.state.http = client
+        if app.state.get("registry") is None:
+            app.state.registry = ProviderRegistry.build(settings.providers, settings.default_provider, client)
+        yield

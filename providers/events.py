@@ -1,0 +1,90 @@
+"""The events of one chat answer: one model for every transport (NDJSON today, WebSocket later).
+
+Each event encodes to exactly one line of the contract's wire format, keyed by field name:
+``{"meta":…}``, ``{"delta":…}``, ``{"reasoning":…}``, ``{"done":true,…}``, ``{"error":…}``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeAlias
+
+import msgspec
+
+from providers.errors import AgentError
+
+__all__ = (
+    "ChatEvent",
+    "DeltaEvent",
+    "DoneEvent",
+    "ErrorEvent",
+    "ErrorInfo",
+    "Meta",
+    "MetaEvent",
+    "ReasoningEvent",
+    "Usage",
+    "error_event",
+)
+
+
+class Meta(msgspec.Struct, omit_defaults=True):
+    """What the answer is about; later features add optional keys (e.g. ``conversation_id``)."""
+
+    model: str
+    provider: str
+    role: Literal["assistant"] = "assistant"
+
+
+class MetaEvent(msgspec.Struct, gc=False):
+    """Always the first line of a stream."""
+
+    meta: Meta
+
+
+class DeltaEvent(msgspec.Struct, gc=False):
+    """A piece of answer text; never empty."""
+
+    delta: str
+
+
+class ReasoningEvent(msgspec.Struct, gc=False):
+    """A piece of reasoning text, where the upstream streams it; never empty."""
+
+    reasoning: str
+
+
+class Usage(msgspec.Struct, omit_defaults=True):
+    """Token counts, as the upstream reported them."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class DoneEvent(msgspec.Struct):
+    """The answer finished. ``usage`` is left out where the upstream did not report it."""
+
+    done: Literal[True]
+    finish_reason: str | None
+    usage: Usage | msgspec.UnsetType = msgspec.UNSET
+
+
+class ErrorInfo(msgspec.Struct):
+    """The body of an in-stream error line."""
+
+    code: str
+    message: str
+    retryable: bool
+
+
+class ErrorEvent(msgspec.Struct):
+    """The stream failed after it had started; always the last line."""
+
+    error: ErrorInfo
+
+
+ChatEvent: TypeAlias = MetaEvent | DeltaEvent | ReasoningEvent | DoneEvent | ErrorEvent
+
+
+def error_event(exc: AgentError) -> ErrorEvent:
+    """The in-stream form of an error."""
+    return ErrorEvent(ErrorInfo(code=exc.code, message=exc.message, retryable=exc.retryable))

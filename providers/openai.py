@@ -1,0 +1,364 @@
+"""The OpenAI-compatible provider: LM Studio, llama.cpp's server, Ollama, vLLM and the like.
+
+``open`` sends ``POST {base_url}/chat/completions`` with ``stream: true`` and returns once the
+upstream's headers are in, raising an ``AgentError`` for anything that makes the answer
+impossible (so the service can still answer with an HTTP error). The returned stream turns
+each upstream read into the batch of events it completes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Final
+
+import httpx
+import msgspec
+
+from providers.base import ChatMessage, ChatParams
+from providers.config import ProviderConfig
+from providers.errors import (
+    AgentError,
+    StreamInterrupted,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    error_for_status,
+    redact,
+)
+from providers.events import ChatEvent, DeltaEvent, DoneEvent, ReasoningEvent, Usage, error_event
+from providers.sse import SSEDecoder
+from providers.upstream_errors import describe_error_payload, message_of_body
+
+__all__ = ("OpenAICompatibleProvider", "OpenAIEventStream", "display_url")
+
+_MAX_ERROR_BODY = 64 * 1024  # an error body is read to show its message, never more than this
+_FAILED_FINISH: Final = frozenset({"error", "abort"})  # vLLM: the generation broke, not finished
+
+
+class _UpstreamRequest(msgspec.Struct, omit_defaults=True):
+    model: str
+    messages: list[ChatMessage]
+    max_tokens: int
+    stream: bool = True
+    temperature: float | None = None
+    top_p: float | None = None
+
+
+# Only the fields we read: msgspec skips the rest (ids, logprobs, timings, …) without building them.
+class _Delta(msgspec.Struct, gc=False):
+    content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: Any = None  # a string on most servers; an object on a few, which we ignore
+
+
+class _Choice(msgspec.Struct, gc=False):
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Chunk(msgspec.Struct, gc=False):
+    choices: list[_Choice] | None = None
+    usage: Usage | None = None
+    error: Any = None
+
+
+_chunk_decoder: Final = msgspec.json.Decoder(_Chunk)
+_request_encoder: Final = msgspec.json.Encoder()
+
+
+def display_url(url: str) -> str:
+    """``url`` without user-info, fit for messages and logs."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "<invalid URL>"
+    return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
+
+
+class OpenAICompatibleProvider:
+    """Talks to ``{base_url}/chat/completions`` over a shared ``httpx.AsyncClient``."""
+
+    kind: Final = "openai"
+
+    def __init__(self, name: str, config: ProviderConfig, client: httpx.AsyncClient) -> None:
+        self._name = name
+        self.config = config
+        self._client = client
+        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._where = f"provider '{name}' at {display_url(config.base_url)}"
+        self._secrets = (config.api_key,) if config.api_key else ()
+        self._timeout = httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds)
+        headers = {
+            "content-type": "application/json",
+            "accept": "text/event-stream",
+            # Compression would make the upstream hold tokens back to fill a block.
+            "accept-encoding": "identity",
+        }
+        if config.api_key:
+            headers["authorization"] = f"Bearer {config.api_key}"
+        self._headers = headers
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def open(self, params: ChatParams) -> OpenAIEventStream:
+        """Start the upstream request and wait for its headers.
+
+        Raises:
+            AgentError: the upstream is unreachable, timed out, refused, or did not answer
+                with an event stream.
+        """
+        body = _UpstreamRequest(
+            model=params.model,
+            messages=params.messages,
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+        )
+        request = self._client.build_request(
+            "POST",
+            self._url,
+            content=_request_encoder.encode(body),
+            headers=self._headers,
+            timeout=self._timeout,
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.ConnectTimeout:
+            raise UpstreamTimeout(
+                f"could not connect to {self._where} within {self.config.connect_timeout_seconds:g} s"
+                " — is the LLM server running and reachable?"
+            ) from None
+        except httpx.PoolTimeout:
+            raise UpstreamUnavailable(
+                f"too many concurrent requests to {self._where}; try again shortly", status=503
+            ) from None
+        except httpx.TimeoutException:
+            raise UpstreamTimeout(
+                f"{self._where} sent no response within {self.config.timeout_seconds:g} s"
+            ) from None
+        except httpx.ConnectError:
+            raise UpstreamUnavailable(
+                f"could not connect to {self._where} — is the LLM server running?"
+            ) from None
+        except httpx.TransportError as exc:
+            raise UpstreamUnavailable(
+                f"the connection to {self._where} failed ({type(exc).__name__}) — is the LLM server running?"
+            ) from None
+        try:
+            return await self._accept(response, params)
+        except BaseException:
+            await response.aclose()
+            raise
+
+    async def _accept(self, response: httpx.Response, params: ChatParams) -> OpenAIEventStream:
+        status = response.status_code
+        content_type = response.headers.get("content-type", "").lower()
+        if status >= 400:
+            message = message_of_body(await self._read_limited(response)) or response.reason_phrase
+            raise error_for_status(
+                status,
+                self._upstream_says(message, params.model, status),
+                retry_after=response.headers.get("retry-after"),
+            )
+        if "json" in content_type:
+            return self._from_json_body(await self._read_limited(response), params)
+        if content_type and "text/event-stream" not in content_type:
+            raise UpstreamProtocolError(
+                f"{self._where} answered with {content_type.split(';')[0]!r}, not an event stream"
+                " — does base_url point at an OpenAI-compatible API (usually ending in /v1)?"
+            )
+        return OpenAIEventStream(response, self._where, self._secrets)
+
+    async def _read_limited(self, response: httpx.Response) -> bytes:
+        body = bytearray()
+        try:
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) >= _MAX_ERROR_BODY:
+                    break
+        except httpx.HTTPError:
+            pass  # the status already tells what happened; a partial message is still useful
+        finally:
+            await response.aclose()
+        return bytes(body[:_MAX_ERROR_BODY])
+
+    def _upstream_says(self, message: str, model: str, status: int) -> str:
+        message = redact(message, self._secrets)
+        if status == 404:
+            return f"{self._where} does not know model {model!r} or the route (it said: {message})"
+        return f"{self._where} answered {status}: {message}"
+
+    def _from_json_body(self, body: bytes, params: ChatParams) -> OpenAIEventStream:
+        """A JSON body under HTTP 200: an error object (LM Studio) or a non-streamed completion."""
+        try:
+            payload = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            raise UpstreamProtocolError(f"{self._where} sent a JSON content type but invalid JSON") from None
+        if isinstance(payload, dict) and payload.get("error") is not None:
+            status, message = describe_error_payload(payload["error"], default_status=400)
+            raise error_for_status(status, self._upstream_says(message, params.model, status))
+        events = _events_of_completion(payload)
+        if events is None:
+            raise UpstreamProtocolError(f"{self._where} answered with JSON that is not a chat completion")
+        return OpenAIEventStream(None, self._where, self._secrets, ready=events)
+
+
+def _events_of_completion(payload: object) -> list[ChatEvent] | None:
+    """Events for a server that ignored ``stream: true`` and sent the whole completion."""
+    try:
+        choice = payload["choices"][0]  # type: ignore[index]
+        message = choice["message"]
+        content = message.get("content") or ""
+        reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
+        finish = choice.get("finish_reason")
+        usage_raw = payload.get("usage")  # type: ignore[attr-defined]
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+    if not isinstance(content, str) or not isinstance(finish, str | None):
+        return None
+    events: list[ChatEvent] = []
+    if isinstance(reasoning, str) and reasoning:
+        events.append(ReasoningEvent(reasoning))
+    if content:
+        events.append(DeltaEvent(content))
+    try:
+        usage = msgspec.convert(usage_raw, Usage) if usage_raw is not None else msgspec.UNSET
+    except msgspec.ValidationError:
+        usage = msgspec.UNSET
+    events.append(DoneEvent(done=True, finish_reason=finish, usage=usage))
+    return events
+
+
+class OpenAIEventStream:
+    """The events of one upstream answer; see :class:`providers.base.EventStream`."""
+
+    __slots__ = ("_ready", "_response", "_secrets", "_where")
+
+    def __init__(
+        self,
+        response: httpx.Response | None,
+        where: str,
+        secrets: tuple[str, ...],
+        *,
+        ready: list[ChatEvent] | None = None,
+    ) -> None:
+        self._response = response
+        self._where = where
+        self._secrets = secrets
+        self._ready = ready
+
+    async def aclose(self) -> None:
+        if self._response is not None:
+            await self._response.aclose()
+
+    def __aiter__(self) -> AsyncIterator[Sequence[ChatEvent]]:
+        if self._response is None:
+            return _once(self._ready or [])
+        return self._relay(self._response)
+
+    async def _relay(self, response: httpx.Response) -> AsyncIterator[Sequence[ChatEvent]]:
+        decoder = SSEDecoder()
+        finish: str | None = None
+        usage: Usage | msgspec.UnsetType = msgspec.UNSET
+        seen_finish = False
+        reads = response.aiter_raw() if "content-encoding" not in response.headers else response.aiter_bytes()
+        try:
+            async for chunk in reads:
+                batch: list[ChatEvent] = []
+                for sse in decoder.feed(chunk):
+                    if sse.data == b"[DONE]":
+                        batch.append(DoneEvent(done=True, finish_reason=finish, usage=usage))
+                        yield batch
+                        return
+                    if sse.event == "error":
+                        batch.append(self._failure(sse.data))
+                        yield batch
+                        return
+                    if sse.event == "ping":
+                        continue
+                    try:
+                        parsed = _chunk_decoder.decode(sse.data)
+                    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                        batch.append(self._protocol_error(exc))
+                        yield batch
+                        return
+                    if parsed.error is not None:
+                        batch.append(self._failure(sse.data, parsed.error))
+                        yield batch
+                        return
+                    if parsed.usage is not None:
+                        usage = parsed.usage
+                    if not parsed.choices:
+                        continue
+                    choice = parsed.choices[0]
+                    delta = choice.delta
+                    if delta is not None:
+                        reasoning = delta.reasoning_content or delta.reasoning
+                        if reasoning and isinstance(reasoning, str):
+                            batch.append(ReasoningEvent(reasoning))
+                        if delta.content:
+                            batch.append(DeltaEvent(delta.content))
+                    if choice.finish_reason is not None:
+                        if choice.finish_reason in _FAILED_FINISH:
+                            batch.append(
+                                error_event(
+                                    UpstreamUnavailable(
+                                        f"{self._where} stopped generating "
+                                        f"(finish_reason {choice.finish_reason!r}); try again"
+                                    )
+                                )
+                            )
+                            yield batch
+                            return
+                        # Not the end yet: the usage chunk and [DONE] usually follow.
+                        finish = choice.finish_reason
+                        seen_finish = True
+                if batch:
+                    yield batch
+        except httpx.ReadTimeout:
+            if not seen_finish:
+                yield [
+                    error_event(
+                        UpstreamTimeout(f"{self._where} went silent for longer than the configured timeout")
+                    )
+                ]
+                return
+        except httpx.TransportError:
+            if not seen_finish:
+                yield [error_event(self._interrupted())]
+                return
+        finally:
+            await response.aclose()
+        if seen_finish:
+            yield [DoneEvent(done=True, finish_reason=finish, usage=usage)]
+        else:
+            yield [error_event(self._interrupted())]
+
+    def _interrupted(self) -> AgentError:
+        return StreamInterrupted(
+            f"{self._where} ended the answer before it finished (no finish_reason or [DONE])"
+            " — the prompt may be too long for its context window; try again or shorten it"
+        )
+
+    def _protocol_error(self, exc: Exception) -> ChatEvent:
+        return error_event(
+            UpstreamProtocolError(f"{self._where} sent a data line that is not a valid chunk: {exc}")
+        )
+
+    def _failure(self, raw: bytes, payload: object = None) -> ChatEvent:
+        if payload is None:
+            try:
+                payload = msgspec.json.decode(raw)
+            except msgspec.DecodeError:
+                payload = raw.decode("utf-8", "replace")
+        if isinstance(payload, dict) and "error" in payload:
+            payload = payload["error"]
+        status, message = describe_error_payload(payload, default_status=500)
+        error = error_for_status(status, f"{self._where} reported an error: {redact(message, self._secrets)}")
+        return error_event(error)
+
+
+async def _once(events: list[ChatEvent]) -> AsyncIterator[Sequence[ChatEvent]]:
+    yield events
