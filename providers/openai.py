@@ -9,7 +9,7 @@ each upstream read into the batch of events it completes.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import httpx
 import msgspec
@@ -39,7 +39,7 @@ class _UpstreamRequest(msgspec.Struct, omit_defaults=True):
     model: str
     messages: list[ChatMessage]
     max_tokens: int
-    stream: bool = True
+    stream: Literal[True]  # required, not defaulted: omit_defaults would drop a default True
     temperature: float | None = None
     top_p: float | None = None
 
@@ -113,6 +113,7 @@ class OpenAICompatibleProvider:
             model=params.model,
             messages=params.messages,
             max_tokens=params.max_tokens,
+            stream=True,
             temperature=params.temperature,
             top_p=params.top_p,
         )

@@ -1,0 +1,483 @@
+"""The OpenAI-compatible provider against respx-mocked upstreams: every contract case."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+import respx
+
+from providers import (
+    AgentError,
+    ChatEvent,
+    ChatMessage,
+    ChatParams,
+    DeltaEvent,
+    DoneEvent,
+    ErrorEvent,
+    ModelNotFound,
+    OpenAICompatibleProvider,
+    ProviderConfig,
+    RateLimited,
+    ReasoningEvent,
+    UpstreamProtocolError,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    Usage,
+)
+
+BASE = "http://upstream.test/v1"
+SECRET = "sk-test-secret-0123456789"
+SSE = {"content-type": "text/event-stream"}
+
+
+def chunk(content: str | None = None, *, finish: str | None = None, **delta: Any) -> bytes:
+    if content is not None:
+        delta["content"] = content
+    body = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+    }
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+ROLE = chunk(role="assistant")
+DONE = b"data: [DONE]\n\n"
+
+
+def params(**overrides: Any) -> ChatParams:
+    values: dict[str, Any] = {
+        "provider": "local",
+        "model": "m",
+        "messages": [ChatMessage("user", "hi")],
+        "max_tokens": 16,
+    }
+    values.update(overrides)
+    return ChatParams(**values)
+
+
+def sse_reply(chunks: Iterable[bytes], status: int = 200, headers: dict[str, str] | None = None) -> Any:
+    parts = list(chunks)
+
+    async def body() -> AsyncIterator[bytes]:
+        for part in parts:
+            yield part
+
+    return lambda request: httpx.Response(status, headers=headers or SSE, content=body())
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as c:
+        yield c
+
+
+@pytest.fixture
+def provider(client: httpx.AsyncClient) -> OpenAICompatibleProvider:
+    return OpenAICompatibleProvider("local", ProviderConfig(base_url=BASE, api_key=SECRET), client)
+
+
+async def collect(provider: OpenAICompatibleProvider, p: ChatParams | None = None) -> list[list[ChatEvent]]:
+    stream = await provider.open(p or params())
+    return [list(batch) async for batch in stream]
+
+
+def flat(batches: Sequence[Sequence[ChatEvent]]) -> list[ChatEvent]:
+    return [event for batch in batches for event in batch]
+
+
+def only_error(events: list[ChatEvent]) -> ErrorEvent:
+    terminal = events[-1]
+    assert isinstance(terminal, ErrorEvent), events
+    assert not any(isinstance(e, DoneEvent | ErrorEvent) for e in events[:-1])
+    return terminal
+
+
+# --- a normal answer --------------------------------------------------------------------
+
+
+@respx.mock
+async def test_deltas_then_done_with_usage(provider: OpenAICompatibleProvider) -> None:
+    usage_chunk = (
+        b'data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}\n\n'
+    )
+    respx.post(f"{BASE}/chat/completions").mock(
+        side_effect=sse_reply([ROLE, chunk("Hi"), chunk(" there"), chunk(finish="stop"), usage_chunk, DONE])
+    )
+    events = flat(await collect(provider))
+    assert events == [
+        DeltaEvent("Hi"),
+        DeltaEvent(" there"),
+        DoneEvent(done=True, finish_reason="stop", usage=Usage(9, 2, 11)),
+    ]
+
+
+@respx.mock
+async def test_request_carries_only_chat_parameters_and_bearer_key(
+    provider: OpenAICompatibleProvider,
+) -> None:
+    route = respx.post(f"{BASE}/chat/completions").mock(
+        side_effect=sse_reply([chunk("x", finish="stop"), DONE])
+    )
+    await collect(provider, params(temperature=0.5, top_p=0.9, messages=[ChatMessage("system", "s")]))
+    request = route.calls.last.request
+    assert json.loads(request.content) == {
+        "model": "m",
+        "messages": [{"role": "system", "content": "s"}],
+        "max_tokens": 16,
+        "stream": True,
+        "temperature": 0.5,
+        "top_p": 0.9,
+    }
+    assert request.headers["authorization"] == f"Bearer {SECRET}"
+
+
+@respx.mock
+async def test_no_authorization_header_without_api_key(client: httpx.AsyncClient) -> None:
+    route = respx.post(f"{BASE}/chat/completions").mock(
+        side_effect=sse_reply([chunk("x", finish="stop"), DONE])
+    )
+    keyless = OpenAICompatibleProvider("local", ProviderConfig(base_url=BASE), client)
+    await collect(keyless)
+    assert "authorization" not in route.calls.last.request.headers
+    assert "temperature" not in json.loads(route.calls.last.request.content)
+
+
+@respx.mock
+async def test_reasoning_content_and_reasoning_fields(provider: OpenAICompatibleProvider) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(
+        side_effect=sse_reply(
+            [
+                chunk(reasoning_content="think "),
+                chunk(reasoning="more"),
+                chunk("answer", finish="stop"),
+                DONE,
+            ]
+        )
+    )
+    assert flat(await collect(provider)) == [
+        ReasoningEvent("think "),
+        ReasoningEvent("more"),
+        DeltaEvent("answer"),
+        DoneEvent(done=True, finish_reason="stop"),
+    ]
+
+
+@respx.mock
+async def test_null_empty_and_extra_fields_are_normal(provider: OpenAICompatibleProvider) -> None:
+    odd = (
+        b'data: {"choices":[{"delta":{"content":null},"finish_reason":null}],"obfuscation":"x",'
+        b'"timings":{"predicted_ms":1.5},"prompt_progress":{"total":3}}\n\n'
+    )
+    respx.post(f"{BASE}/chat/completions").mock(
+        side_effect=sse_reply(
+            [ROLE, odd, chunk(""), chunk("ok"), b'data: {"choices":[]}\n\n', chunk(finish="stop"), DONE]
+        )
+    )
+    assert flat(await collect(provider)) == [DeltaEvent("ok"), DoneEvent(done=True, finish_reason="stop")]
+
+
+@respx.mock
+async def test_one_batch_per_upstream_read(provider: OpenAICompatibleProvider) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(
+        side_effect=sse_reply([ROLE + chunk("a") + chunk("b"), chunk("c"), chunk(finish="stop") + DONE])
+    )
+    batches = await collect(provider)
+    assert batches == [
+        [DeltaEvent("a"), DeltaEvent("b")],
+        [DeltaEvent("c")],
+        [DoneEvent(done=True, finish_reason="stop")],
+    ]
+
+
+@respx.mock
+async def test_split_at_every_byte_gives_the_same_events(provider: OpenAICompatibleProvider) -> None:
+    stream = ROLE + chunk("héllo 🙂") + chunk(" wörld", finish="stop") + DONE
+    route = respx.post(f"{BASE}/chat/completions")
+    expected = [DeltaEvent("héllo 🙂"), DeltaEvent(" wörld"), DoneEvent(done=True, finish_reason="stop")]
+    for cut in range(1, len(stream)):
+        route.mock(side_effect=sse_reply([stream[:cut], stream[cut:]]))
+        assert flat(await collect(provider)) == expected, cut
+
+
+@pytest.mark.parametrize("reason", ["stop", "length", "tool_calls", "content_filter", "something_new"])
+@respx.mock
+async def test_finish_reasons_end_in_done(provider: OpenAICompatibleProvider, reason: str) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(
+        side_effect=sse_reply([chunk("x"), chunk(finish=reason), DONE])
+    )
+    assert flat(await collect(provider))[-1] == DoneEvent(done=True, finish_reason=reason)
+
+
+@respx.mock
+async def test_finish_reason_without_done_marker_still_finishes(provider: OpenAICompatibleProvider) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(side_effect=sse_reply([chunk("x"), chunk(finish="length")]))
+    assert flat(await collect(provider)) == [DeltaEvent("x"), DoneEvent(done=True, finish_reason="length")]
+
+
+@respx.mock
+async def test_done_marker_without_finish_reason(provider: OpenAICompatibleProvider) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(side_effect=sse_reply([chunk("x"), DONE, chunk("ignored")]))
+    assert flat(await collect(provider)) == [DeltaEvent("x"), DoneEvent(done=True, finish_reason=None)]
+
+
+@respx.mock
+async def test_pings_are_ignored(provider: OpenAICompatibleProvider) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(
+        side_effect=sse_reply(
+            [b": ping\n\n", b"event: ping\n\n", b"event: ping\ndata: {}\n\n", chunk("x", finish="stop"), DONE]
+        )
+    )
+    assert flat(await collect(provider)) == [DeltaEvent("x"), DoneEvent(done=True, finish_reason="stop")]
+
+
+@respx.mock
+async def test_non_streamed_completion_json_becomes_events(provider: OpenAICompatibleProvider) -> None:
+    completion = {
+        "choices": [{"message": {"role": "assistant", "content": "whole"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+    }
+    respx.post(f"{BASE}/chat/completions").mock(return_value=httpx.Response(200, json=completion))
+    assert flat(await collect(provider)) == [
+        DeltaEvent("whole"),
+        DoneEvent(done=True, finish_reason="stop", usage=Usage(1, 1)),
+    ]
+
+
+# --- failures after the stream started: one error line, nothing after it -----------------
+
+
+@pytest.mark.parametrize(
+    ("line", "code", "fragment"),
+    [
+        (
+            b'data: {"error": {"message": "context full", "code": 400}}\n\n',
+            "upstream_rejected",
+            "context full",
+        ),
+        (b'data: {"error": {"message": "boom", "type": "server_error"}}\n\n', "upstream_unavailable", "boom"),
+        (b'data: {"error": "plain text failure"}\n\n', "upstream_unavailable", "plain text failure"),
+        (b'event: error\ndata: {"message": "overloaded_error"}\n\n', "upstream_unavailable", "overloaded"),
+        (b"event: error\ndata: text payload\n\n", "upstream_unavailable", "text payload"),
+    ],
+    ids=["object-400", "object-server", "string", "event-json", "event-text"],
+)
+@respx.mock
+async def test_error_in_stream_is_one_error_line(
+    provider: OpenAICompatibleProvider, line: bytes, code: str, fragment: str
+) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(side_effect=sse_reply([ROLE, chunk("partial"), line, DONE]))
+    events = flat(await collect(provider))
+    assert events[0] == DeltaEvent("partial")
+    error = only_error(events)
+    assert error.error.code == code
+    assert fragment in error.error.message
+    assert len(events) == 2
+
+
+@respx.mock
+async def test_echoed_secret_is_redacted(provider: OpenAICompatibleProvider) -> None:
+    line = b'data: {"error": {"message": "bad key ' + SECRET.encode() + b'", "code": 401}}\n\n'
+    respx.post(f"{BASE}/chat/completions").mock(side_effect=sse_reply([line]))
+    error = only_error(flat(await collect(provider)))
+    assert SECRET not in error.error.message
+    assert "bad key ***" in error.error.message
+
+
+@pytest.mark.parametrize("reason", ["error", "abort"])
+@respx.mock
+async def test_failed_finish_reason_is_a_retryable_error(
+    provider: OpenAICompatibleProvider, reason: str
+) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(
+        side_effect=sse_reply([chunk("x"), chunk(finish=reason), DONE])
+    )
+    error = only_error(flat(await collect(provider)))
+    assert error.error.code == "upstream_unavailable"
+    assert error.error.retryable is True
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [[], [ROLE, chunk("half")], [b'data: {"choices": []}\n']],
+    ids=["empty", "no-finish", "unterminated"],
+)
+@respx.mock
+async def test_stream_ending_without_finish_is_interrupted(
+    provider: OpenAICompatibleProvider, chunks: list[bytes]
+) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(side_effect=sse_reply(chunks))
+    error = only_error(flat(await collect(provider)))
+    assert error.error.code == "stream_interrupted"
+    assert error.error.retryable is True
+
+
+@respx.mock
+async def test_bad_json_in_data_line_is_protocol_error(provider: OpenAICompatibleProvider) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(
+        side_effect=sse_reply([chunk("ok"), b"data: {not json\n\n", DONE])
+    )
+    error = only_error(flat(await collect(provider)))
+    assert error.error.code == "upstream_protocol_error"
+    assert error.error.retryable is False
+
+
+def _raising_reply(exc: Exception) -> Any:
+    async def body() -> AsyncIterator[bytes]:
+        yield chunk("partial")
+        raise exc
+
+    return lambda request: httpx.Response(200, headers=SSE, content=body())
+
+
+@respx.mock
+async def test_connection_drop_mid_stream_is_interrupted(provider: OpenAICompatibleProvider) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(
+        side_effect=_raising_reply(httpx.RemoteProtocolError("peer closed"))
+    )
+    events = flat(await collect(provider))
+    assert events[0] == DeltaEvent("partial")
+    assert only_error(events).error.code == "stream_interrupted"
+
+
+@respx.mock
+async def test_silence_mid_stream_is_timeout(provider: OpenAICompatibleProvider) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(side_effect=_raising_reply(httpx.ReadTimeout("silent")))
+    error = only_error(flat(await collect(provider)))
+    assert error.error.code == "upstream_timeout"
+    assert error.error.retryable is True
+
+
+# --- failures before the stream starts: raised, so the service answers with an HTTP error --
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind", "status"),
+    [
+        (httpx.ConnectError("refused"), UpstreamUnavailable, 502),
+        (httpx.ConnectTimeout("slow"), UpstreamTimeout, 504),
+        (httpx.ReadTimeout("no headers"), UpstreamTimeout, 504),
+        (httpx.RemoteProtocolError("reset"), UpstreamUnavailable, 502),
+    ],
+)
+@respx.mock
+async def test_transport_failures_before_headers(
+    provider: OpenAICompatibleProvider, exc: Exception, kind: type[AgentError], status: int
+) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(side_effect=exc)
+    with pytest.raises(kind) as caught:
+        await provider.open(params())
+    assert caught.value.status == status
+    assert "provider 'local' at http://upstream.test/v1" in caught.value.message
+
+
+@respx.mock
+async def test_connect_error_message_says_what_to_do(provider: OpenAICompatibleProvider) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(side_effect=httpx.ConnectError("refused"))
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await provider.open(params())
+    assert caught.value.message == (
+        "could not connect to provider 'local' at http://upstream.test/v1 — is the LLM server running?"
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind", "our_status", "retryable"),
+    [
+        (404, {"error": {"message": "model 'm' not found"}}, ModelNotFound, 404, False),
+        (429, {"error": {"message": "slow down"}}, RateLimited, 429, True),
+        (500, {"error": {"message": "crashed"}}, UpstreamUnavailable, 502, True),
+        (503, {"error": {"message": "loading model"}}, UpstreamUnavailable, 503, True),
+        (
+            400,
+            {"error": {"message": "context length exceeded", "type": "invalid_request_error"}},
+            UpstreamRejected,
+            400,
+            False,
+        ),
+        (401, {"error": {"message": "invalid api key"}}, UpstreamRejected, 400, False),
+        (422, {"detail": [{"msg": "field required"}]}, UpstreamRejected, 400, False),
+    ],
+)
+@respx.mock
+async def test_upstream_status_codes(
+    provider: OpenAICompatibleProvider,
+    status: int,
+    body: dict[str, Any],
+    kind: type[AgentError],
+    our_status: int,
+    retryable: bool,
+) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(return_value=httpx.Response(status, json=body))
+    with pytest.raises(kind) as caught:
+        await provider.open(params())
+    assert caught.value.status == our_status
+    assert caught.value.retryable is retryable
+    inner = body.get("error", body)
+    expected = inner.get("message", "field required")
+    assert expected in caught.value.message
+
+
+@respx.mock
+async def test_rate_limit_passes_retry_after(provider: OpenAICompatibleProvider) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(
+        return_value=httpx.Response(429, headers={"retry-after": "7"}, json={"error": "busy"})
+    )
+    with pytest.raises(RateLimited) as caught:
+        await provider.open(params())
+    assert caught.value.retry_after == "7"
+
+
+@respx.mock
+async def test_error_body_never_echoes_the_key(provider: OpenAICompatibleProvider) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(
+        return_value=httpx.Response(401, text=f"Incorrect API key provided: {SECRET}")
+    )
+    with pytest.raises(UpstreamRejected) as caught:
+        await provider.open(params())
+    assert SECRET not in caught.value.message
+    assert "Incorrect API key provided: ***" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        ({"error": "Unexpected endpoint or method. (POST /v1/chat/completions)"}, ModelNotFound),
+        ({"error": {"message": "Model 'x' not found", "code": "model_not_found"}}, ModelNotFound),
+        ({"error": {"message": "prompt too long", "type": "invalid_request_error"}}, UpstreamRejected),
+    ],
+)
+@respx.mock
+async def test_json_error_body_under_200_is_an_http_error(
+    provider: OpenAICompatibleProvider, body: dict[str, Any], kind: type[AgentError]
+) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(return_value=httpx.Response(200, json=body))
+    with pytest.raises(kind):
+        await provider.open(params())
+
+
+@pytest.mark.parametrize(
+    ("headers", "content"),
+    [({"content-type": "text/html"}, b"<html>hi</html>"), ({"content-type": "application/json"}, b"{oops")],
+)
+@respx.mock
+async def test_not_an_event_stream_is_protocol_error(
+    provider: OpenAICompatibleProvider, headers: dict[str, str], content: bytes
+) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(
+        return_value=httpx.Response(200, headers=headers, content=content)
+    )
+    with pytest.raises(UpstreamProtocolError) as caught:
+        await provider.open(params())
+    assert caught.value.status == 502
+
+
+def test_usage_omitted_from_done_when_not_reported() -> None:
+    line = msgspec.json.encode(DoneEvent(done=True, finish_reason="stop"))
+    assert line == b'{"done":true,"finish_reason":"stop"}'
