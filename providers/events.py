@@ -26,12 +26,16 @@ __all__ = (
 )
 
 
-class Meta(msgspec.Struct, omit_defaults=True):
-    """What the answer is about; later features add optional keys (e.g. ``conversation_id``)."""
+class Meta(msgspec.Struct, kw_only=True):
+    """What the answer is about.
+
+    Later features add optional keys (e.g. ``conversation_id``) defaulting to ``msgspec.UNSET``,
+    so they are left out of the line when not set.
+    """
 
     model: str
-    provider: str
     role: Literal["assistant"] = "assistant"
+    provider: str
 
 
 class MetaEvent(msgspec.Struct, gc=False):
