@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
-from litestar import Controller, post
+import anyio
+from litestar import Controller, Request, Response, post
 from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
@@ -14,7 +15,7 @@ from litestar.response import Stream
 from app.errors import PROBLEM_MEDIA_TYPE
 from app.ndjson import NDJSON_MEDIA_TYPE, ndjson_stream
 from app.schemas import Problem
-from providers.base import ChatParams, LLMProvider
+from providers.base import ChatParams, EventStream, LLMProvider
 from providers.events import ChatEvent, Meta, MetaEvent
 
 __all__ = ("STREAM_HEADERS", "ChatController")
@@ -25,6 +26,37 @@ STREAM_HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _EVENTS_DOC = """One JSON object per line, each written as soon as it exists:
 `{"meta":…}` first; `{"delta":"…"}` per piece of answer text; `{"reasoning":"…"}` per piece of
 reasoning text; then exactly one terminal line, `{"done":true,…}` or `{"error":{…}}`."""
+
+
+_CLIENT_CLOSED_REQUEST: Final = 499  # nginx's status for this; only the access log sees it
+
+
+async def _open_unless_client_leaves(
+    request: Request[Any, Any, Any], provider: LLMProvider, params: ChatParams
+) -> EventStream | None:
+    """``provider.open(params)``, abandoned (upstream request closed) if the client disconnects.
+
+    Some servers send no headers until the prompt is processed, which can take long; a client
+    that gives up meanwhile must not leave the LLM working for nobody.
+    """
+    opened: EventStream | None = None
+    failure: Exception | None = None
+    async with anyio.create_task_group() as group:
+
+        async def cancel_on_disconnect() -> None:
+            # The body has been read, so the next message can only be the disconnect.
+            if (await request.receive())["type"] == "http.disconnect":
+                group.cancel_scope.cancel()
+
+        group.start_soon(cancel_on_disconnect)
+        try:
+            opened = await provider.open(params)
+        except Exception as exc:  # raised outside the group, so it is not wrapped in an ExceptionGroup
+            failure = exc
+        group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return opened
 
 
 def _problem(description: str) -> ResponseSpec:
@@ -67,12 +99,15 @@ class ChatController(Controller):
     )
     async def chat(
         self,
+        request: Request[Any, Any, Any],
         params: NamedDependency[SkipValidation[ChatParams]],
         provider: NamedDependency[SkipValidation[LLMProvider]],
-    ) -> Stream:
+    ) -> Stream | Response[None]:
         # Awaiting the upstream's headers here, before returning, is what lets a refused or
         # unreachable upstream become an HTTP error instead of a 200 with an error line.
-        events = await provider.open(params)
+        events = await _open_unless_client_leaves(request, provider, params)
+        if events is None:
+            return Response(None, status_code=_CLIENT_CLOSED_REQUEST)
         meta = MetaEvent(Meta(model=params.model, provider=provider.name))
         return Stream(
             ndjson_stream(meta, events),

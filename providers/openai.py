@@ -8,9 +8,11 @@ each upstream read into the batch of events it completes.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final, Literal
 
+import anyio
 import httpx
 import msgspec
 
@@ -32,6 +34,8 @@ from providers.upstream_errors import describe_error_payload, message_of_body
 __all__ = ("OpenAICompatibleProvider", "OpenAIEventStream", "display_url")
 
 _MAX_ERROR_BODY = 64 * 1024  # an error body is read to show its message, never more than this
+_DRAIN_SECONDS: Final = 0.2
+_DRAIN_BYTES: Final = 64 * 1024
 _FAILED_FINISH: Final = frozenset({"error", "abort"})  # vLLM: the generation broke, not finished
 
 
@@ -272,6 +276,7 @@ class OpenAIEventStream:
                     if sse.data == b"[DONE]":
                         batch.append(DoneEvent(done=True, finish_reason=finish, usage=usage))
                         yield batch
+                        await _drain(reads)
                         return
                     if sse.event == "error":
                         batch.append(self._failure(sse.data))
@@ -359,6 +364,20 @@ class OpenAIEventStream:
         status, message = describe_error_payload(payload, default_status=500)
         error = error_for_status(status, f"{self._where} reported an error: {redact(message, self._secrets)}")
         return error_event(error)
+
+
+async def _drain(reads: AsyncIterator[bytes]) -> None:
+    """Read what little follows ``[DONE]`` (the end of the chunked body), briefly.
+
+    A response read to its end goes back to the connection pool; one closed early costs the
+    next request a new TCP connection. A server that keeps talking is cut off instead.
+    """
+    with anyio.move_on_after(_DRAIN_SECONDS), contextlib.suppress(httpx.HTTPError):
+        received = 0
+        async for chunk in reads:
+            received += len(chunk)
+            if received > _DRAIN_BYTES:
+                break
 
 
 async def _once(events: list[ChatEvent]) -> AsyncIterator[Sequence[ChatEvent]]:

@@ -1,0 +1,101 @@
+"""Real sockets: the fake upstream and the app under uvicorn, on free loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from app import create_app
+from app.config import Settings
+from providers import ProviderConfig
+from tests.fake_upstream import FakeUpstream
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LiveService:
+    """The app served by uvicorn on the test's own event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.port = free_port()
+        self.app = create_app(settings)
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._task = asyncio.create_task(self.server.serve())
+        for _ in range(500):
+            if self.server.started:
+                return
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+        raise RuntimeError("uvicorn did not start within 5 s")
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self._task is not None:
+            await asyncio.wait_for(self._task, 10)
+
+    def upstream_connections_in_use(self) -> int:
+        """Connections of the app's shared httpx pool that are busy with a request."""
+        client: httpx.AsyncClient = self.app.state.http
+        pool = client._transport._pool  # type: ignore[attr-defined]
+        return sum(1 for conn in pool.connections if not conn.is_idle())
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream() as up:
+        yield up
+
+
+ServiceFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def start_service(upstream: FakeUpstream) -> AsyncIterator[ServiceFactory]:
+    started: list[LiveService] = []
+
+    async def start(**provider: Any) -> LiveService:
+        config = ProviderConfig(**{"base_url": upstream.base_url, "model": "fake-model", **provider})
+        service = LiveService(Settings(providers={"local": config}))
+        await service.start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        await service.stop()
+
+
+@pytest.fixture
+async def service(start_service: ServiceFactory) -> LiveService:
+    live: LiveService = await start_service()
+    return live
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as c:
+        yield c
