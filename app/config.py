@@ -1,4 +1,4 @@
-"""Settings: Dynaconf layers in, one validated ``Settings`` struct out, or one clear error line.
+"""Settings: configuration layers in, one validated ``Settings`` struct out, or one clear error line.
 
 Layers, lowest first: ``settings.toml`` ``[default]``, ``settings.toml`` ``[<APP_ENV>]``,
 ``.secrets.toml`` (same sections), ``.env`` in the working directory, ``AGENT_*`` variables.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,6 +25,7 @@ ENVIRONMENTS: Final = ("development", "testing", "production")
 PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
 _LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug")
 _STRING_KEYS: Final = frozenset({"host", "default_provider", "kind", "base_url", "api_key", "model"})
+_SECRET_KEYS: Final = frozenset({"api_key", "password", "secret", "token"})
 _MSGSPEC_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 
 
@@ -104,9 +106,7 @@ def _check_provider(name: str, provider: ProviderConfig) -> None:
     except httpx.InvalidURL:
         url = None
     if url is None or url.scheme not in ("http", "https") or not url.host:
-        raise _fail(
-            f"{key}.base_url", f"{provider.base_url!r} is not an http(s) URL like http://localhost:1234/v1"
-        )
+        raise _fail(f"{key}.base_url", f"{provider.base_url!r} is not an http(s) URL like http://localhost:1234/v1")
     for field in ("connect_timeout_seconds", "timeout_seconds"):
         if getattr(provider, field) <= 0:
             raise _fail(f"{key}.{field}", "must be more than 0")
@@ -149,7 +149,7 @@ def _convert(data: Any, kind: type[Any], prefix: str) -> Any:
         key = ".".join(part for part in (prefix, where) if part)
         problem = _MSGSPEC_PATH.sub("", message).replace("Expected", "expected")
         value = data.get(where) if isinstance(data, dict) and where.isidentifier() else None
-        if value is not None:
+        if value is not None and where not in _SECRET_KEYS:
             problem += f" {value!r}"
         raise _fail(key or "settings", problem) from None
 
@@ -183,33 +183,88 @@ def settings_from_mapping(raw: dict[str, Any], env: str) -> Settings:
     return settings
 
 
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``: tables merge key by key; lists and plain values replace."""
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _file_layers(settings_dir: Path, env: str) -> dict[str, Any]:
+    """``settings.toml`` then ``.secrets.toml``, each ``[default]`` then ``[<env>]``."""
+    merged: dict[str, Any] = {}
+    for name in ("settings.toml", ".secrets.toml"):
+        path = settings_dir / name
+        if not path.is_file():
+            continue
+        try:
+            document = tomllib.loads(path.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"configuration error: {name}: {exc}") from None
+        for section in ("default", env):
+            table = document.get(section, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"configuration error: {name}: [{section}] must be a table")
+            table.pop("dynaconf_merge", None)  # merging is what we always do; older files carry it
+            merged = _deep_merge(merged, _lower_keys(table))
+    return merged
+
+
+def _env_layer(workdir: Path) -> dict[str, Any]:
+    """``.env`` (loaded into the environment) and ``AGENT_*`` variables, nested by ``__``."""
+    dotenv = workdir / ".env"
+    try:
+        layer = Dynaconf(
+            envvar_prefix="AGENT",
+            settings_files=[],
+            environments=False,
+            load_dotenv=dotenv.is_file(),
+            dotenv_path=str(dotenv),
+            merge_enabled=False,
+            root_path=str(workdir),
+        ).as_dict()
+    except Exception as exc:  # e.g. an unreadable .env
+        raise ConfigError(f"configuration error: environment: {exc}") from None
+    for internal in [key for key in layer if key.endswith("_FOR_DYNACONF") or key == "LOAD_DOTENV"]:
+        layer.pop(internal)
+    data: dict[str, Any] = _lower_keys(layer)
+    # Values are parsed as TOML, which is right for ports and lists but turns an API key like
+    # "1e5" or "0x1F" into a number: string settings take the variable's own text instead.
+    for name, text in os.environ.items():
+        path = name[len("AGENT_") :].lower().split("__") if name.startswith("AGENT_") else []
+        if not path or path[-1] not in _STRING_KEYS:
+            continue
+        table = data
+        for part in path[:-1]:
+            inner = table.get(part)
+            table = inner if isinstance(inner, dict) else {}
+        if path[-1] in table and not isinstance(table[path[-1]], str):
+            table[path[-1]] = text
+    return data
+
+
 def load_settings(workdir: Path | None = None) -> Settings:
     """Read every configuration layer and validate the result.
 
     ``settings.toml`` and ``.secrets.toml`` are read from the working directory when it has a
     ``settings.toml``, else from the project root; ``.env`` always from the working directory.
+    Tables merge across layers key by key; lists and plain values replace. (Dynaconf reads the
+    environment layers; its file merging either replaces whole tables or appends to lists,
+    dynaconf#999, so the files are layered here.)
 
     Raises:
         ConfigError: the configuration cannot work; the message is one line naming the key.
     """
     workdir = workdir or Path.cwd()
-    settings_dir = workdir if (workdir / "settings.toml").is_file() else PROJECT_ROOT
-    dotenv = workdir / ".env"
-    try:
-        layers = Dynaconf(
-            envvar_prefix="AGENT",
-            settings_files=[str(settings_dir / "settings.toml"), str(settings_dir / ".secrets.toml")],
-            environments=True,
-            env_switcher="APP_ENV",
-            load_dotenv=dotenv.is_file(),
-            dotenv_path=str(dotenv),
-            merge_enabled=False,
-            root_path=str(settings_dir),
+    environment = _env_layer(workdir)  # first: .env may set APP_ENV
+    env = os.environ.get("APP_ENV", "development").strip().lower() or "development"
+    if env not in ENVIRONMENTS:
+        raise ConfigError(
+            f"configuration error: APP_ENV: unknown environment {env!r} (expected one of {', '.join(ENVIRONMENTS)})"
         )
-        raw = layers.as_dict()
-    except Exception as exc:  # a TOML syntax error, an unreadable file
-        raise ConfigError(f"configuration error: could not read settings: {exc}") from None
-    env = os.environ.get("APP_ENV", "development").lower()
-    for internal in [key for key in raw if key.endswith("_FOR_DYNACONF") or key == "LOAD_DOTENV"]:
-        raw.pop(internal)
-    return settings_from_mapping(raw, env)
+    settings_dir = workdir if (workdir / "settings.toml").is_file() else PROJECT_ROOT
+    return settings_from_mapping(_deep_merge(_file_layers(settings_dir, env), environment), env)

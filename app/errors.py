@@ -69,9 +69,7 @@ def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> R
     if status == 404:
         return problem_response(NotFound(f"no route for {request.method} {request.url.path}"), headers)
     if status == 413:
-        return problem_response(
-            PayloadTooLarge("the request body is larger than the configured limit"), headers
-        )
+        return problem_response(PayloadTooLarge("the request body is larger than the configured limit"), headers)
     if status == 405:
         error = InvalidRequest(f"{request.method} is not allowed on {request.url.path}", status=405)
         return problem_response(error, headers)

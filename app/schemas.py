@@ -15,13 +15,9 @@ class ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     """``POST /chat`` body. Unknown fields are ignored; ``message`` or ``messages`` is required."""
 
     message: Annotated[str, msgspec.Meta(min_length=1, description="The new user turn.")] | None = None
-    messages: (
-        Annotated[list[ChatMessage], msgspec.Meta(description="Earlier turns, oldest first.")] | None
-    ) = None
+    messages: Annotated[list[ChatMessage], msgspec.Meta(description="Earlier turns, oldest first.")] | None = None
     system: Annotated[str, msgspec.Meta(description="System prompt, sent first.")] | None = None
-    model: (
-        Annotated[str, msgspec.Meta(min_length=1, description='"<model>" or "<provider>/<model>".')] | None
-    ) = None
+    model: Annotated[str, msgspec.Meta(min_length=1, description='"<model>" or "<provider>/<model>".')] | None = None
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
     max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None

@@ -201,9 +201,7 @@ def test_health(client: TestClient[Litestar]) -> None:
         b'{"message": "x", "temperature": 1e999}',
     ],
 )
-def test_bad_bodies_are_invalid_request(
-    client: TestClient[Litestar], fake: FakeProvider, body: bytes
-) -> None:
+def test_bad_bodies_are_invalid_request(client: TestClient[Litestar], fake: FakeProvider, body: bytes) -> None:
     response = client.post("/chat", content=body, headers={"content-type": "application/json"})
     assert_problem(response, 400, "invalid_request")
     assert fake.calls == []
@@ -303,9 +301,7 @@ def test_cors_preflight(client: TestClient[Litestar]) -> None:
 
 
 @pytest.mark.parametrize(("path", "body"), [("/chat", {"message": "x"}), ("/chat", {"message": ""})])
-def test_cors_headers_on_stream_and_errors(
-    client: TestClient[Litestar], path: str, body: dict[str, Any]
-) -> None:
+def test_cors_headers_on_stream_and_errors(client: TestClient[Litestar], path: str, body: dict[str, Any]) -> None:
     response = client.post(path, json=body, headers={"origin": ORIGIN})
     assert response.headers["access-control-allow-origin"] == ORIGIN
     assert "retry-after" in response.headers["access-control-expose-headers"].lower()
@@ -343,17 +339,13 @@ def test_docs_page(client: TestClient[Litestar]) -> None:
 
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=12,
 )
 _bodies = st.one_of(
     st.binary(max_size=200),
     st.dictionaries(
-        st.sampled_from(
-            ["message", "messages", "system", "model", "temperature", "top_p", "max_tokens", "x"]
-        ),
+        st.sampled_from(["message", "messages", "system", "model", "temperature", "top_p", "max_tokens", "x"]),
         _json_values,
         max_size=5,
     ).map(lambda d: json.dumps(d).encode()),

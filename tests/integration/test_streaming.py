@@ -33,9 +33,7 @@ async def test_each_delta_arrives_before_the_upstream_has_finished(
     upstream.on("slow", Reply.sse(["one", " two", " three"], delay=0.4))
     arrivals: list[tuple[float, dict[str, Any]]] = []
     start = time.monotonic()
-    async with client.stream(
-        "POST", f"{service.url}/chat", json={"message": "hi", "model": "slow"}
-    ) as response:
+    async with client.stream("POST", f"{service.url}/chat", json={"message": "hi", "model": "slow"}) as response:
         assert response.status_code == 200
         async for line in response.aiter_lines():
             if line:
@@ -55,12 +53,8 @@ async def test_each_delta_arrives_before_the_upstream_has_finished(
 async def test_client_disconnect_closes_upstream_within_a_second(
     upstream: FakeUpstream, service: LiveService, client: httpx.AsyncClient
 ) -> None:
-    upstream.on(
-        "endless", Reply(writes=sse_chunks(["a", "b"], finish_reason=None, done=False), hold_open=True)
-    )
-    async with client.stream(
-        "POST", f"{service.url}/chat", json={"message": "hi", "model": "endless"}
-    ) as response:
+    upstream.on("endless", Reply(writes=sse_chunks(["a", "b"], finish_reason=None, done=False), hold_open=True))
+    async with client.stream("POST", f"{service.url}/chat", json={"message": "hi", "model": "endless"}) as response:
         async for line in response.aiter_lines():
             if '"delta"' in line:
                 break
@@ -77,9 +71,7 @@ async def test_disconnect_while_waiting_for_upstream_headers_closes_it(
     upstream: FakeUpstream, service: LiveService, client: httpx.AsyncClient
 ) -> None:
     upstream.on("thinking", Reply(writes=sse_chunks(["late"]), head_delay=30))
-    request = asyncio.create_task(
-        client.post(f"{service.url}/chat", json={"message": "hi", "model": "thinking"})
-    )
+    request = asyncio.create_task(client.post(f"{service.url}/chat", json={"message": "hi", "model": "thinking"}))
     await _until(lambda: bool(upstream.requests))
     request.cancel()
     left_at = time.monotonic()
@@ -97,9 +89,7 @@ async def test_no_task_left_after_many_cancelled_streams(
     baseline = len(asyncio.all_tasks())
 
     async def abandon() -> None:
-        async with client.stream(
-            "POST", f"{service.url}/chat", json={"message": "x", "model": "endless"}
-        ) as r:
+        async with client.stream("POST", f"{service.url}/chat", json={"message": "x", "model": "endless"}) as r:
             async for line in r.aiter_lines():
                 if '"delta"' in line:
                     return
@@ -131,9 +121,7 @@ async def test_hundred_concurrent_streams_complete_exactly(
         assert terminal(lines) == {"done": True, "finish_reason": "stop"}
 
 
-async def test_unreachable_upstream_is_502_problem(
-    start_service: ServiceFactory, client: httpx.AsyncClient
-) -> None:
+async def test_unreachable_upstream_is_502_problem(start_service: ServiceFactory, client: httpx.AsyncClient) -> None:
     service: LiveService = await start_service(base_url=f"http://127.0.0.1:{free_port()}/v1")
     response = await client.post(f"{service.url}/chat", json={"message": "x"})
     assert response.status_code == 502
@@ -158,9 +146,7 @@ async def test_upstream_silent_mid_stream_ends_with_timeout_line(
     upstream: FakeUpstream, start_service: ServiceFactory, client: httpx.AsyncClient
 ) -> None:
     service: LiveService = await start_service(timeout_seconds=0.3)
-    upstream.on(
-        "stall", Reply(writes=sse_chunks(["partial"], finish_reason=None, done=False), hold_open=True)
-    )
+    upstream.on("stall", Reply(writes=sse_chunks(["partial"], finish_reason=None, done=False), hold_open=True))
     async with client.stream("POST", f"{service.url}/chat", json={"message": "x", "model": "stall"}) as r:
         lines = await read_lines(r)
     assert text_of(lines) == "partial"

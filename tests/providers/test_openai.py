@@ -104,9 +104,7 @@ def only_error(events: list[ChatEvent]) -> ErrorEvent:
 
 @respx.mock
 async def test_deltas_then_done_with_usage(provider: OpenAICompatibleProvider) -> None:
-    usage_chunk = (
-        b'data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}\n\n'
-    )
+    usage_chunk = b'data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}\n\n'
     respx.post(f"{BASE}/chat/completions").mock(
         side_effect=sse_reply([ROLE, chunk("Hi"), chunk(" there"), chunk(finish="stop"), usage_chunk, DONE])
     )
@@ -122,9 +120,7 @@ async def test_deltas_then_done_with_usage(provider: OpenAICompatibleProvider) -
 async def test_request_carries_only_chat_parameters_and_bearer_key(
     provider: OpenAICompatibleProvider,
 ) -> None:
-    route = respx.post(f"{BASE}/chat/completions").mock(
-        side_effect=sse_reply([chunk("x", finish="stop"), DONE])
-    )
+    route = respx.post(f"{BASE}/chat/completions").mock(side_effect=sse_reply([chunk("x", finish="stop"), DONE]))
     await collect(provider, params(temperature=0.5, top_p=0.9, messages=[ChatMessage("system", "s")]))
     request = route.calls.last.request
     assert json.loads(request.content) == {
@@ -140,9 +136,7 @@ async def test_request_carries_only_chat_parameters_and_bearer_key(
 
 @respx.mock
 async def test_no_authorization_header_without_api_key(client: httpx.AsyncClient) -> None:
-    route = respx.post(f"{BASE}/chat/completions").mock(
-        side_effect=sse_reply([chunk("x", finish="stop"), DONE])
-    )
+    route = respx.post(f"{BASE}/chat/completions").mock(side_effect=sse_reply([chunk("x", finish="stop"), DONE]))
     keyless = OpenAICompatibleProvider("local", ProviderConfig(base_url=BASE), client)
     await collect(keyless)
     assert "authorization" not in route.calls.last.request.headers
@@ -209,9 +203,7 @@ async def test_split_at_every_byte_gives_the_same_events(provider: OpenAICompati
 @pytest.mark.parametrize("reason", ["stop", "length", "tool_calls", "content_filter", "something_new"])
 @respx.mock
 async def test_finish_reasons_end_in_done(provider: OpenAICompatibleProvider, reason: str) -> None:
-    respx.post(f"{BASE}/chat/completions").mock(
-        side_effect=sse_reply([chunk("x"), chunk(finish=reason), DONE])
-    )
+    respx.post(f"{BASE}/chat/completions").mock(side_effect=sse_reply([chunk("x"), chunk(finish=reason), DONE]))
     assert flat(await collect(provider))[-1] == DoneEvent(done=True, finish_reason=reason)
 
 
@@ -292,12 +284,8 @@ async def test_echoed_secret_is_redacted(provider: OpenAICompatibleProvider) -> 
 
 @pytest.mark.parametrize("reason", ["error", "abort"])
 @respx.mock
-async def test_failed_finish_reason_is_a_retryable_error(
-    provider: OpenAICompatibleProvider, reason: str
-) -> None:
-    respx.post(f"{BASE}/chat/completions").mock(
-        side_effect=sse_reply([chunk("x"), chunk(finish=reason), DONE])
-    )
+async def test_failed_finish_reason_is_a_retryable_error(provider: OpenAICompatibleProvider, reason: str) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(side_effect=sse_reply([chunk("x"), chunk(finish=reason), DONE]))
     error = only_error(flat(await collect(provider)))
     assert error.error.code == "upstream_unavailable"
     assert error.error.retryable is True
@@ -320,9 +308,7 @@ async def test_stream_ending_without_finish_is_interrupted(
 
 @respx.mock
 async def test_bad_json_in_data_line_is_protocol_error(provider: OpenAICompatibleProvider) -> None:
-    respx.post(f"{BASE}/chat/completions").mock(
-        side_effect=sse_reply([chunk("ok"), b"data: {not json\n\n", DONE])
-    )
+    respx.post(f"{BASE}/chat/completions").mock(side_effect=sse_reply([chunk("ok"), b"data: {not json\n\n", DONE]))
     error = only_error(flat(await collect(provider)))
     assert error.error.code == "upstream_protocol_error"
     assert error.error.retryable is False
@@ -338,9 +324,7 @@ def _raising_reply(exc: Exception) -> Any:
 
 @respx.mock
 async def test_connection_drop_mid_stream_is_interrupted(provider: OpenAICompatibleProvider) -> None:
-    respx.post(f"{BASE}/chat/completions").mock(
-        side_effect=_raising_reply(httpx.RemoteProtocolError("peer closed"))
-    )
+    respx.post(f"{BASE}/chat/completions").mock(side_effect=_raising_reply(httpx.RemoteProtocolError("peer closed")))
     events = flat(await collect(provider))
     assert events[0] == DeltaEvent("partial")
     assert only_error(events).error.code == "stream_interrupted"
@@ -470,9 +454,7 @@ async def test_json_error_body_under_200_is_an_http_error(
 async def test_not_an_event_stream_is_protocol_error(
     provider: OpenAICompatibleProvider, headers: dict[str, str], content: bytes
 ) -> None:
-    respx.post(f"{BASE}/chat/completions").mock(
-        return_value=httpx.Response(200, headers=headers, content=content)
-    )
+    respx.post(f"{BASE}/chat/completions").mock(return_value=httpx.Response(200, headers=headers, content=content))
     with pytest.raises(UpstreamProtocolError) as caught:
         await provider.open(params())
     assert caught.value.status == 502

@@ -171,9 +171,7 @@ _lines = st.lists(
 @st.composite
 def streams(draw: st.DrawFn) -> bytes:
     lines = draw(_lines)
-    endings = draw(
-        st.lists(st.sampled_from([b"\n", b"\r\n", b"\r"]), min_size=len(lines), max_size=len(lines))
-    )
+    endings = draw(st.lists(st.sampled_from([b"\n", b"\r\n", b"\r"]), min_size=len(lines), max_size=len(lines)))
     return b"".join(line + end for line, end in zip(lines, endings, strict=True))
 
 
