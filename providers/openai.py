@@ -140,13 +140,9 @@ class OpenAICompatibleProvider:
                 f"too many concurrent requests to {self._where}; try again shortly", status=503
             ) from None
         except httpx.TimeoutException:
-            raise UpstreamTimeout(
-                f"{self._where} sent no response within {self.config.timeout_seconds:g} s"
-            ) from None
+            raise UpstreamTimeout(f"{self._where} sent no response within {self.config.timeout_seconds:g} s") from None
         except httpx.ConnectError:
-            raise UpstreamUnavailable(
-                f"could not connect to {self._where} — is the LLM server running?"
-            ) from None
+            raise UpstreamUnavailable(f"could not connect to {self._where} — is the LLM server running?") from None
         except httpx.TransportError as exc:
             raise UpstreamUnavailable(
                 f"the connection to {self._where} failed ({type(exc).__name__}) — is the LLM server running?"
@@ -326,9 +322,7 @@ class OpenAIEventStream:
         except httpx.ReadTimeout:
             if not seen_finish:
                 yield [
-                    error_event(
-                        UpstreamTimeout(f"{self._where} went silent for longer than the configured timeout")
-                    )
+                    error_event(UpstreamTimeout(f"{self._where} went silent for longer than the configured timeout"))
                 ]
                 return
         except httpx.TransportError:
@@ -349,9 +343,7 @@ class OpenAIEventStream:
         )
 
     def _protocol_error(self, exc: Exception) -> ChatEvent:
-        return error_event(
-            UpstreamProtocolError(f"{self._where} sent a data line that is not a valid chunk: {exc}")
-        )
+        return error_event(UpstreamProtocolError(f"{self._where} sent a data line that is not a valid chunk: {exc}"))
 
     def _failure(self, raw: bytes, payload: object = None) -> ChatEvent:
         if payload is None:

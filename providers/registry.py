@@ -38,13 +38,10 @@ class ProviderRegistry:
         self.default = default.lower()
 
     @classmethod
-    def build(
-        cls, configs: Mapping[str, ProviderConfig], default: str, client: httpx.AsyncClient
-    ) -> ProviderRegistry:
+    def build(cls, configs: Mapping[str, ProviderConfig], default: str, client: httpx.AsyncClient) -> ProviderRegistry:
         """Instantiate every configured provider over one shared HTTP client."""
         providers = {
-            name: PROVIDER_KINDS[config.kind](name.lower(), config, client)
-            for name, config in configs.items()
+            name: PROVIDER_KINDS[config.kind](name.lower(), config, client) for name, config in configs.items()
         }
         return cls(configs, default, providers)
 
