@@ -17,7 +17,8 @@ As its own process (the benchmark's upstream)::
 Routes: ``POST /v1/chat/completions`` answers with the reply registered for the body's
 ``model`` (:meth:`FakeUpstream.on`), else the default reply. A model named like
 ``bench:tokens=500:per_write=50:delay_ms=0`` generates ``tok1 tok2 …`` on the fly from
-pre-encoded bytes (see :func:`bench_text`). ``GET /v1/models`` lists the registered models.
+pre-encoded bytes (see :func:`bench_text`). ``GET /v1/models`` lists the registered models;
+``GET /_fake/stats`` gives the connection and request counts (for a fake in another process).
 Anything else is a 404 with an OpenAI-style ``{"error": {...}}`` body.
 """
 
@@ -186,13 +187,10 @@ def _sse_events(
 ) -> tuple[bytes, list[bytes], list[bytes]]:
     """Return (role chunk, one event per token, tail events)."""
     role = sse_event(
-        _chunk_obj(
-            model, [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
-        )
+        _chunk_obj(model, [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
     )
     body = [
-        sse_event(_chunk_obj(model, [{"index": 0, "delta": {"content": tok}, "finish_reason": None}]))
-        for tok in tokens
+        sse_event(_chunk_obj(model, [{"index": 0, "delta": {"content": tok}, "finish_reason": None}])) for tok in tokens
     ]
     tail: list[bytes] = []
     if finish_reason is not None:
@@ -443,6 +441,9 @@ class FakeUpstream:
         self._host = "127.0.0.1"
         self._bench_cache: dict[str, list[bytes]] = {}
         self.connections_accepted = 0
+        """TCP connections accepted so far (keep-alive reuse shows as fewer than requests)."""
+        self.requests_served = 0
+        """Requests answered so far, recorded or not."""
 
     # -- public API
 
@@ -547,6 +548,7 @@ class FakeUpstream:
                 await self._send_simple(conn, _json_error(exc.status, str(exc)), keep_alive=False)
                 return False
             keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+            self.requests_served += 1
             rec = Recorded(
                 method=method,
                 path=target,
@@ -588,6 +590,12 @@ class FakeUpstream:
                 reply = _json_error(500, f"reply factory failed: {exc!r}", "server_error")
             return await self._send_reply(conn, rec, reply, keep_alive)
         self._remember(rec)
+        if path == "/_fake/stats" and rec.method == "GET":
+            stats = {
+                "connections_accepted": self.connections_accepted,
+                "requests_served": self.requests_served,
+            }
+            return await self._send_simple(conn, Reply.json(stats), keep_alive, rec)
         if path.endswith("/models") and rec.method == "GET":
             ids = ["fake", *self._replies]
             data = {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "fake"} for m in ids]}
@@ -657,9 +665,7 @@ class FakeUpstream:
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
 
-    async def _send_reply(
-        self, conn: _Conn, rec: Recorded, reply: Reply, keep_alive: bool
-    ) -> tuple[bool, bool]:
+    async def _send_reply(self, conn: _Conn, rec: Recorded, reply: Reply, keep_alive: bool) -> tuple[bool, bool]:
         writer = conn.writer
         watcher = self._start_watch(conn, rec)
         try:
