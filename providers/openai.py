@@ -91,7 +91,10 @@ class OpenAICompatibleProvider:
         self._url = config.base_url.rstrip("/") + "/chat/completions"
         self._where = f"provider '{name}' at {display_url(config.base_url)}"
         self._secrets = (config.api_key,) if config.api_key else ()
-        self._timeout = httpx.Timeout(config.timeout_seconds, connect=config.connect_timeout_seconds)
+        # Waiting for a free pool slot (all max_upstream_connections busy) is bounded like a connect.
+        self._timeout = httpx.Timeout(
+            config.timeout_seconds, connect=config.connect_timeout_seconds, pool=config.connect_timeout_seconds
+        )
         headers = {
             "content-type": "application/json",
             "accept": "text/event-stream",

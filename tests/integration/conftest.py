@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from app import create_app
-from app.config import Settings
+from app.config import Limits, Settings
 from providers import ProviderConfig
 from tests.fake_upstream import FakeUpstream
 
@@ -76,9 +76,9 @@ ServiceFactory = Callable[..., Any]
 async def start_service(upstream: FakeUpstream) -> AsyncIterator[ServiceFactory]:
     started: list[LiveService] = []
 
-    async def start(**provider: Any) -> LiveService:
+    async def start(limits: Limits | None = None, **provider: Any) -> LiveService:
         config = ProviderConfig(**{"base_url": upstream.base_url, "model": "fake-model", **provider})
-        service = LiveService(Settings(providers={"local": config}))
+        service = LiveService(Settings(providers={"local": config}, limits=limits or Limits()))
         await service.start()
         started.append(service)
         return service

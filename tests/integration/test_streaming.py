@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from app.config import Limits
 from tests.fake_upstream import FakeUpstream, Reply, sse_chunks
 from tests.integration.conftest import LiveService, ServiceFactory, free_port
 
@@ -140,6 +141,21 @@ async def test_upstream_silent_before_headers_is_504(
     response = await client.post(f"{service.url}/chat", json={"message": "x", "model": "mute"})
     assert response.status_code == 504
     assert response.json()["code"] == "upstream_timeout"
+
+
+async def test_all_upstream_connections_busy_is_503_after_connect_timeout(
+    upstream: FakeUpstream, start_service: ServiceFactory, client: httpx.AsyncClient
+) -> None:
+    service: LiveService = await start_service(limits=Limits(max_upstream_connections=1), connect_timeout_seconds=0.3)
+    upstream.on("endless", Reply(writes=sse_chunks(["a"], finish_reason=None, done=False), hold_open=True))
+    async with client.stream("POST", f"{service.url}/chat", json={"message": "x", "model": "endless"}) as held:
+        assert held.status_code == 200
+        started = time.monotonic()
+        response = await client.post(f"{service.url}/chat", json={"message": "x"})
+        waited = time.monotonic() - started
+    assert response.status_code == 503
+    assert response.json()["code"] == "upstream_unavailable"
+    assert 0.2 < waited < 3
 
 
 async def test_upstream_silent_mid_stream_ends_with_timeout_line(
