@@ -34,6 +34,7 @@ from providers.upstream_errors import describe_error_payload, message_of_body
 __all__ = ("OpenAICompatibleProvider", "OpenAIEventStream", "display_url")
 
 _MAX_ERROR_BODY = 64 * 1024  # an error body is read to show its message, never more than this
+_STALE_CONNECTION: Final = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 _DRAIN_SECONDS: Final = 0.2
 _DRAIN_BYTES: Final = 64 * 1024
 _FAILED_FINISH: Final = frozenset({"error", "abort"})  # vLLM: the generation broke, not finished
@@ -132,7 +133,7 @@ class OpenAICompatibleProvider:
             timeout=self._timeout,
         )
         try:
-            response = await self._client.send(request, stream=True)
+            response = await self._send(request)
         except httpx.ConnectTimeout:
             raise UpstreamTimeout(
                 f"could not connect to {self._where} within {self.config.connect_timeout_seconds:g} s"
@@ -155,6 +156,15 @@ class OpenAICompatibleProvider:
         except BaseException:
             await response.aclose()
             raise
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await self._client.send(request, stream=True)
+        except _STALE_CONNECTION:
+            # Usually a kept-alive connection the server had just closed (llama.cpp closes it right
+            # after an empty answer, while saying keep-alive): no response came, so the request is
+            # sent once more, on a new connection; a second failure is reported as it is.
+            return await self._client.send(request, stream=True)
 
     async def _accept(self, response: httpx.Response, params: ChatParams) -> OpenAIEventStream:
         status = response.status_code

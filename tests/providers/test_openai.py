@@ -362,6 +362,14 @@ async def test_transport_failures_before_headers(
 
 
 @respx.mock
+async def test_stale_connection_is_retried_once(provider: OpenAICompatibleProvider) -> None:
+    route = respx.post(f"{BASE}/chat/completions")
+    route.side_effect = [httpx.RemoteProtocolError("closed"), sse_reply([chunk("ok", finish="stop"), DONE])(None)]
+    assert flat(await collect(provider)) == [DeltaEvent("ok"), DoneEvent(done=True, finish_reason="stop")]
+    assert route.call_count == 2
+
+
+@respx.mock
 async def test_connect_error_message_says_what_to_do(provider: OpenAICompatibleProvider) -> None:
     respx.post(f"{BASE}/chat/completions").mock(side_effect=httpx.ConnectError("refused"))
     with pytest.raises(UpstreamUnavailable) as caught:
