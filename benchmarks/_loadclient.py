@@ -3,6 +3,10 @@
 It reads the relays' NDJSON (and, for the direct reference, the upstream's SSE), times the
 first delta and checks every stream: the concatenated deltas must equal the upstream's text
 and the stream must end with exactly one ``done`` line.
+
+For the memory scenario, :func:`hold_streams` opens many streams and keeps each one open,
+unread, once its first delta has arrived; :meth:`HttpConn.abort` then drops them the way a
+browser's abort does.
 """
 
 from __future__ import annotations
@@ -10,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
 
 __all__ = (
+    "HeldStreams",
     "HttpConn",
     "LoadResult",
     "NdjsonSink",
@@ -24,6 +30,7 @@ __all__ = (
     "bench_model",
     "bench_text",
     "get_ok",
+    "hold_streams",
     "one_stream",
     "pct",
     "run_streams",
@@ -106,6 +113,13 @@ class HttpConn:
         self.reader = self.writer = None
         self.buf.clear()
 
+    def abort(self) -> None:
+        """Drop the connection at once, unread bytes and all, as a browser's abort does."""
+        if self.writer is not None:
+            self.writer.transport.abort()
+        self.reader = self.writer = None
+        self.buf.clear()
+
     async def _more(self) -> None:
         assert self.reader is not None
         data = await self.reader.read(262144)
@@ -113,8 +127,14 @@ class HttpConn:
             raise ConnectionError("server closed the connection mid-response")
         self.buf += data
 
-    async def request(self, method: bytes, path: bytes, body: bytes, sink: Sink) -> tuple[int, dict[str, str]]:
-        """Send one request; feed each decoded body piece to ``sink.feed`` as it arrives."""
+    async def request(
+        self, method: bytes, path: bytes, body: bytes, sink: Sink, stop: Callable[[], bool] | None = None
+    ) -> tuple[int, dict[str, str]]:
+        """Send one request; feed each decoded body piece to ``sink.feed`` as it arrives.
+
+        With ``stop``, return as soon as it is true after a piece of a chunked body: the
+        response is then left unfinished and the connection can only be closed or aborted.
+        """
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.writer is not None
@@ -147,6 +167,8 @@ class HttpConn:
                     await self._more()
                 sink.feed(bytes(buf[j + 2 : end]))
                 del buf[: end + 2]
+                if stop is not None and stop():
+                    return status, headers
         elif "content-length" in headers:
             n = int(headers["content-length"])
             while len(buf) < n:
@@ -315,6 +337,83 @@ async def one_stream(conn: HttpConn, target: Target, model: str, expected: str, 
     failure = sink.verdict(status, expected)
     ttfd = sink.first_delta_at - t0 if sink.first_delta_at else None
     return StreamResult(ttfd, failure)
+
+
+@dataclass
+class HeldStreams:
+    """Streams opened by :func:`hold_streams`: each has had its first delta and is still open."""
+
+    conns: list[HttpConn] = field(default_factory=list)
+    ttfd: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    wall: float = 0.0
+    """Seconds until every stream had its first delta (or had failed)."""
+
+    def abort_all(self) -> None:
+        for conn in self.conns:
+            conn.abort()
+        self.conns.clear()
+
+
+async def hold_streams(
+    target: Target,
+    streams: int,
+    model: str,
+    first_delta: str,
+    concurrency: int,
+    stream_limit: float,
+    total_limit: float,
+) -> HeldStreams:
+    """Open ``streams`` streams of ``model`` and keep each one open once its first delta is in.
+
+    At most ``concurrency`` streams are being opened at a time (so the listen backlogs do
+    not overflow); a stream counts once its first delta (which must be ``first_delta``) has
+    arrived, and it is a failure if it ended, failed or took longer than ``stream_limit``.
+    The caller owns the returned connections: :meth:`HeldStreams.abort_all` drops them.
+    """
+    path, body = target.body(model)
+    held = HeldStreams()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        conn = HttpConn(HOST, target.port)
+        sink = target.sink()
+        try:
+            async with gate:
+                t0 = time.perf_counter()
+                async with asyncio.timeout(stream_limit):
+                    status, _ = await conn.request(b"POST", path, body, sink, stop=lambda: sink.first_delta_at > 0)
+        except (OSError, ConnectionError, TimeoutError, ValueError, IndexError) as exc:
+            conn.abort()
+            held.failures.append(f"{type(exc).__name__}: {exc}")
+            return
+        except BaseException:
+            conn.abort()
+            raise
+        failure = None
+        if status != 200:
+            failure = f"HTTP {status}"
+        elif not sink.first_delta_at:
+            failure = "the stream ended before its first delta"
+        elif isinstance(sink, NdjsonSink) and (sink.errors or sink.terminal is not None or not sink.meta):
+            failure = "; ".join(sink.errors[:3]) or f"unexpected line before holding: terminal={sink.terminal}"
+        elif "".join(sink.parts) != first_delta:
+            failure = f"first delta {''.join(sink.parts)!r}, want {first_delta!r}"
+        if failure is not None:
+            conn.abort()
+            held.failures.append(failure)
+            return
+        held.conns.append(conn)
+        held.ttfd.append(sink.first_delta_at - t0)
+
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(total_limit):
+            await asyncio.gather(*(one() for _ in range(streams)))
+    except TimeoutError:
+        held.failures.append(f"opening timed out after {total_limit:.0f}s ({len(held.conns)}/{streams} open)")
+    held.wall = time.perf_counter() - t0
+    return held
 
 
 @dataclass

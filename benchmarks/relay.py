@@ -22,12 +22,25 @@ relays taking turns, and the table shows the median):
 - A: 1 client, 100 streams of 200 tokens, the upstream as fast as it can go (1 token/write).
 - B: 32 clients, 320 streams of 500 tokens, 50 tokens per upstream write.
 - D: 64 clients, 128 streams of 200 tokens, one token per write, 10 ms apart.
+- M (memory, once per relay, not repeated): the relay's RSS idle; then, per cycle (two by
+  default), with 1,000 open slow streams (the upstream sends the role chunk and one token, then
+  nothing for minutes), measured once every client has its first delta, and KB per open stream
+  = (RSS − idle) / 1,000; then the client aborts all 1,000 connections at once (a browser's
+  abort) and the benchmark waits, at most 10 s, until the fake upstream has seen every one of
+  the relay's upstream connections of those streams closed (the contract: within 1 s of the
+  client leaving). It reports how long that took, what was still open at the bound, and the RSS
+  after the cancels. RSS that grows again from cycle 1 to cycle 2 points at a leak rather than
+  the allocator's high-water mark. Connections are counted with psutil from the sockets the
+  processes hold (the fake's ``/_fake/stats`` only counts connections accepted). The process
+  raises its open-file limit to the hard limit first (the servers inherit it) and scales the
+  stream count down, saying so, if that is not enough.
 
 Run from the repository root::
 
     .venv/bin/python -m benchmarks.relay                     # everything, about 1 minute
     .venv/bin/python -m benchmarks.relay --only baseline --scenarios ttfd,d --repeat 1
     .venv/bin/python -m benchmarks.relay --profile d         # py-spy profile of each relay in D
+    .venv/bin/python -m benchmarks.relay --scenarios m --repeat 1   # memory only, about 30 s
 
 The machine has 2 cores (possibly hyper-threads of one): another busy process does not only
 take turns with the relay, it slows it down, inflating its CPU-seconds. Each run therefore
@@ -42,6 +55,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -59,12 +73,14 @@ import psutil  # type: ignore[import-untyped]
 
 from benchmarks._loadclient import (
     HOST,
+    HeldStreams,
     HttpConn,
     LoadResult,
     Target,
     bench_model,
     bench_text,
     get_ok,
+    hold_streams,
     one_stream,
     pct,
     run_streams,
@@ -75,7 +91,8 @@ __all__ = ("main",)
 
 REPO = Path(__file__).resolve().parents[1]
 RELAYS = ("service", "baseline")
-SCENARIOS = ("ttfd", "a", "b", "d")
+SCENARIOS = ("ttfd", "a", "b", "d", "m")
+PROFILED = ("ttfd", "a", "b", "d")
 LABELS = {"service": "service (Litestar)", "baseline": "FastAPI baseline"}
 _PROFILE_EXT = {"raw": "txt", "flamegraph": "svg", "speedscope": "json"}
 
@@ -86,7 +103,7 @@ _PROFILE_EXT = {"raw": "txt", "flamegraph": "svg", "speedscope": "json"}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Relay benchmark: service vs FastAPI baseline (see the module docstring).")
     p.add_argument("--only", default=",".join(RELAYS), help="relays to run (default: service,baseline)")
-    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="any of ttfd,a,b,d (default: all)")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="any of ttfd,a,b,d,m (default: all)")
     p.add_argument("--repeat", type=int, default=3, help="runs of each load scenario per relay (median)")
     p.add_argument("--ttfd-requests", type=int, default=200, help="TTFD streams per target per repeat")
     p.add_argument("--ttfd-tokens", type=int, default=20)
@@ -101,6 +118,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--d-streams", type=int, default=128)
     p.add_argument("--d-tokens", type=int, default=200)
     p.add_argument("--d-delay-ms", type=float, default=10.0)
+    p.add_argument("--m-streams", type=int, default=1000, help="open slow streams per memory cycle")
+    p.add_argument("--m-cycles", type=int, default=2, help="open/cancel cycles per relay in M")
+    p.add_argument(
+        "--m-hold-ms",
+        type=float,
+        default=600_000.0,
+        help="upstream silence after the first token of an M stream (longer than the scenario)",
+    )
+    p.add_argument(
+        "--m-close-bound",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the relay to close its upstream connections after the cancels",
+    )
+    p.add_argument("--m-settle", type=float, default=1.0, help="seconds to wait before the RSS after the cancels")
+    p.add_argument("--m-open-concurrency", type=int, default=100, help="M streams being opened at a time")
     p.add_argument("--warmup", type=int, default=40, help="sequential warm-up streams per server")
     p.add_argument("--stream-timeout", type=float, default=60.0, help="seconds allowed for one stream")
     p.add_argument("--scenario-timeout", type=float, default=120.0, help="seconds allowed for one run")
@@ -136,8 +169,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for s in args.scenarios:
         if s not in SCENARIOS:
             p.error(f"--scenarios: unknown scenario {s!r} (choose from {', '.join(SCENARIOS)})")
-    if args.profile and args.profile not in SCENARIOS:
+    if args.profile and args.profile not in PROFILED:
         p.error("--profile: one of ttfd, a, b, d")
+    if args.m_streams < 1 or args.m_cycles < 1 or args.m_open_concurrency < 1:
+        p.error("--m-streams, --m-cycles, --m-open-concurrency: at least 1")
     if not 1 <= args.repeat <= 20:
         p.error("--repeat: 1 … 20")
     return args
@@ -413,6 +448,261 @@ def load_scenarios(args: argparse.Namespace) -> dict[str, tuple[str, int, int, i
     }
 
 
+# --------------------------------------------------------------------------- memory (M)
+
+_FDS_BESIDES_STREAMS = 256  # listening sockets, pools, logs, imports: generous
+M_TOKEN_1 = "tok1 "  # the first delta of a bench answer
+
+
+def raise_nofile_limit() -> tuple[int, int]:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (the servers inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard
+    if hard == resource.RLIM_INFINITY:
+        try:
+            want = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            want = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def fds_needed(streams: int) -> int:
+    """Open files a relay needs for ``streams`` open streams: a client and an upstream socket each.
+
+    The fake upstream needs as many while a leaking relay keeps the last cycle's open; this
+    process needs one per stream.
+    """
+    return 2 * streams + _FDS_BESIDES_STREAMS
+
+
+def streams_for_fds(limit: int) -> int:
+    return max(1, (limit - _FDS_BESIDES_STREAMS) // 2)
+
+
+def nofile_soft(ps: psutil.Process) -> int:
+    """A process's soft open-file limit (Linux; elsewhere: this process's, as it is inherited)."""
+    try:
+        soft = int(ps.rlimit(psutil.RLIMIT_NOFILE)[0])
+    except (AttributeError, psutil.Error):
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 1 << 30 if soft == resource.RLIM_INFINITY else soft
+
+
+def _tcp(ps: psutil.Process) -> list[Any]:
+    try:
+        return list(ps.net_connections(kind="tcp"))
+    except psutil.Error:
+        return []
+
+
+def relay_upstream_ports(relay: Server, upstream: Server) -> set[int]:
+    """Local ports of the relay's sockets connected to the upstream."""
+    return {
+        c.laddr.port
+        for c in _tcp(relay.ps)
+        if c.raddr and c.raddr.port == upstream.port and c.status == psutil.CONN_ESTABLISHED
+    }
+
+
+def upstream_still_open(upstream: Server, relay_ports: set[int]) -> int:
+    """How many of those connections the fake upstream still holds (it closes its side on EOF)."""
+    return sum(
+        1 for c in _tcp(upstream.ps) if c.laddr.port == upstream.port and c.raddr and c.raddr.port in relay_ports
+    )
+
+
+def _socket_inodes(pid: int, fds: list[int] | None = None) -> set[str]:
+    """The sockets (``socket:[inode]``) a process holds: cheap, unlike parsing /proc/net/tcp."""
+    fd_dir = f"/proc/{pid}/fd"
+    out = set()
+    for fd in fds if fds is not None else os.listdir(fd_dir):
+        with contextlib.suppress(FileNotFoundError):  # closed meanwhile
+            link = os.readlink(f"{fd_dir}/{fd}")
+            if link.startswith("socket:"):
+                out.add(link)
+    return out
+
+
+class UpstreamSide:
+    """The fake upstream's side of a set of the relay's upstream connections, to watch them close.
+
+    psutil's ``net_connections`` parses the whole /proc/net/tcp (50–100 ms with thousands of
+    sockets and TIME_WAITs, and CPU taken from the relay); so the connections are picked out
+    with it once, and then watched by their socket inodes in /proc/<pid>/fd (a few ms).
+    """
+
+    def __init__(self, upstream: Server, relay_ports: set[int]) -> None:
+        self.upstream = upstream
+        self.ports = relay_ports
+        fds = [
+            c.fd
+            for c in _tcp(upstream.ps)
+            if c.laddr.port == upstream.port and c.raddr and c.raddr.port in relay_ports and c.fd >= 0
+        ]
+        try:
+            self.inodes: set[str] | None = _socket_inodes(upstream.proc.pid, fds)
+        except OSError:  # no /proc: fall back to psutil every time
+            self.inodes = None
+
+    def still_open(self) -> int:
+        if self.inodes is not None:
+            with contextlib.suppress(OSError):
+                return len(self.inodes & _socket_inodes(self.upstream.proc.pid))
+        return upstream_still_open(self.upstream, self.ports)
+
+
+def relay_sockets(relay: Server, upstream: Server) -> tuple[int, int]:
+    """Sockets the relay holds: (from clients, to the upstream), listening ones excluded."""
+    conns = [c for c in _tcp(relay.ps) if c.raddr]
+    clients = sum(1 for c in conns if c.laddr.port == relay.port)
+    ups = sum(1 for c in conns if c.raddr.port == upstream.port)
+    return clients, ups
+
+
+def num_fds(ps: psutil.Process) -> int:
+    try:
+        return int(ps.num_fds())
+    except (AttributeError, psutil.Error):
+        return -1
+
+
+async def memory_cycle(
+    args: argparse.Namespace,
+    relay: Server,
+    upstream: Server,
+    target: Target,
+    stats_conn: HttpConn,
+    streams: int,
+    idle_mb: float,
+) -> dict[str, Any]:
+    """Open ``streams`` slow streams, measure, abort them all, time the upstream closes, measure."""
+    model = bench_model(3, 1, args.m_hold_ms)
+    accepted0 = await upstream_connections(stats_conn)
+    held: HeldStreams = await hold_streams(
+        target,
+        streams,
+        model,
+        M_TOKEN_1,
+        args.m_open_concurrency,
+        args.stream_timeout,
+        args.scenario_timeout,
+    )
+    try:
+        open_mb = relay.rss_mb()
+        held_n = len(held.conns)
+        new_upstream = await upstream_connections(stats_conn) - accepted0
+        ports = relay_upstream_ports(relay, upstream)
+        watch = UpstreamSide(upstream, ports)
+        fds_open = num_fds(relay.ps)
+        cpu0 = relay.cpu()
+    finally:
+        # Abort every client connection at once; then watch the fake's side of the relay's
+        # upstream connections of these streams until it has seen them all closed (or the bound).
+        t0 = time.perf_counter()
+        held.abort_all()
+    closed_s: float | None = None
+    half_closed_s: float | None = None
+    polls: list[float] = []
+    left_at_1s: int | None = None
+    while True:
+        p0 = time.perf_counter()
+        left = watch.still_open()
+        polls.append(time.perf_counter() - p0)
+        elapsed = p0 - t0  # a poll sees the sockets as they were when it began (roughly)
+        if left_at_1s is None and elapsed >= 1.0:
+            left_at_1s = left
+        if half_closed_s is None and left <= len(ports) / 2:
+            half_closed_s = elapsed
+        if left == 0:
+            closed_s = elapsed
+            break
+        if elapsed >= args.m_close_bound:
+            break
+        await asyncio.sleep(0.01)
+    if left_at_1s is None:
+        left_at_1s = 0
+    cancel_cpu = relay.cpu() - cpu0
+    left = upstream_still_open(upstream, ports)  # the exact count, once
+    await asyncio.sleep(args.m_settle)
+    after_mb = relay.rss_mb()
+    clients_left, ups_left = relay_sockets(relay, upstream)
+    return {
+        "streams": held_n,
+        "open_wall_s": held.wall,
+        "first_delta_p50_ms": pct(held.ttfd, 50) * 1e3,
+        "open_mb": open_mb,
+        "kb_per_stream": (open_mb - idle_mb) * 1024 / max(held_n, 1),
+        "new_upstream_connections": new_upstream,
+        "relay_upstream_sockets_open": len(ports),
+        "relay_fds_open": fds_open,
+        "upstream_closed_s": closed_s,
+        "upstream_half_closed_s": half_closed_s,
+        "poll_s": statistics.median(polls),
+        "cancel_cpu_ms_per_stream": cancel_cpu * 1e3 / max(held_n, 1),
+        "close_bound_s": args.m_close_bound,
+        "upstream_left_open_at_1s": left_at_1s,
+        "upstream_left_open": left,
+        "after_mb": after_mb,
+        "relay_fds_after": num_fds(relay.ps),
+        "relay_client_sockets_after": clients_left,
+        "relay_upstream_sockets_after": ups_left,
+        "failures": held.failures,
+    }
+
+
+async def memory_scenario(
+    args: argparse.Namespace,
+    relay: Server,
+    upstream: Server,
+    target: Target,
+    stats_conn: HttpConn,
+    streams: int,
+) -> dict[str, Any]:
+    # A small cycle first, so that the code paths of a cancel are imported and warm.
+    warm = await memory_cycle(args, relay, upstream, target, stats_conn, min(50, streams), relay.rss_mb())
+    await asyncio.sleep(0.5)
+    idle_mb, idle_fds = relay.rss_mb(), num_fds(relay.ps)
+    cycles = []
+    for _ in range(args.m_cycles):
+        cycles.append(await memory_cycle(args, relay, upstream, target, stats_conn, streams, idle_mb))
+    failures = [f for c in (warm, *cycles) for f in c.pop("failures")]
+    return {
+        "streams": streams,
+        "idle_mb": idle_mb,
+        "idle_fds": idle_fds,
+        "cycles": cycles,
+        "growth_mb": cycles[-1]["after_mb"] - cycles[0]["after_mb"],
+        "failures": len(failures),
+        "failure_examples": sorted(set(failures))[:5],
+    }
+
+
+def memory_lines(name: str, m: dict[str, Any]) -> list[str]:
+    lines = [f"  {name:9s} idle {m['idle_mb']:.1f} MB, {m['idle_fds']} fds"]
+    for i, c in enumerate(m["cycles"]):
+        closed = (
+            f"all closed {c['upstream_closed_s'] * 1e3:.0f} ms after the aborts"
+            if c["upstream_closed_s"] is not None
+            else f"!! {c['upstream_left_open']} of {c['relay_upstream_sockets_open']} still open "
+            f"after {c['close_bound_s']:g} s"
+        )
+        lines.append(
+            f"  {name:9s} cycle {i + 1}: {c['streams']} open in {c['open_wall_s']:.2f} s "
+            f"(first delta p50 {fmt(c['first_delta_p50_ms'], '.1f')} ms): RSS {c['open_mb']:.1f} MB "
+            f"= {c['kb_per_stream']:.1f} KB/stream, {c['relay_fds_open']} fds, "
+            f"{c['relay_upstream_sockets_open']} upstream sockets ({c['new_upstream_connections']} new); "
+            f"aborted: upstream {closed} (half by {fmt(c['upstream_half_closed_s'] or float('nan'), '.3f')} s, "
+            f"{c['upstream_left_open_at_1s']} open at 1 s; each look {c['poll_s'] * 1e3:.0f} ms; "
+            f"relay CPU {c['cancel_cpu_ms_per_stream']:.2f} ms/cancel); "
+            f"RSS {c['after_mb']:.1f} MB, {c['relay_fds_after']} fds, sockets left: "
+            f"{c['relay_client_sockets_after']} from clients, {c['relay_upstream_sockets_after']} to upstream"
+        )
+    return lines
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -495,6 +785,40 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
             b = results["baseline"].get(key, {}).get("cpu_per_1k")
             ratios.append(f"{s / b:.2f}" if s and b else "—")
         print(f"| service / baseline (CPU) | {ratios[0]} | {ratios[1]} | {ratios[2]} | | | |")
+    if any("m" in r for r in results.values()):
+        print_memory_table(results)
+
+
+def print_memory_table(results: dict[str, dict[str, Any]]) -> None:
+    def closed(c: dict[str, Any]) -> str:
+        if c["upstream_closed_s"] is not None:
+            return f"{c['upstream_closed_s'] * 1e3:.0f} ms"
+        return f"!! {c['upstream_left_open']}/{c['relay_upstream_sockets_open']} open after {c['close_bound_s']:g} s"
+
+    n = next(r["m"]["streams"] for r in results.values() if "m" in r)
+    print(
+        f"\nMemory (M): relay RSS idle; with {n:,} open slow streams (KB/stream = (open − idle) / streams); "
+        f"after the client aborted them all; time until the fake upstream saw all of the relay's "
+        f"upstream connections of those streams closed (contract: < 1 s). One row per cycle."
+    )
+    print(
+        "| relay | cycle | RSS idle | RSS open | KB/stream | RSS after cancels | upstream closed in "
+        "| upstream open at 1 s | relay fds idle / open / after | RSS after vs cycle 1 | failed |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, r in results.items():
+        m = r.get("m")
+        if not m:
+            continue
+        for i, c in enumerate(m["cycles"]):
+            growth = f"{c['after_mb'] - m['cycles'][0]['after_mb']:+.1f} MB" if i else "—"
+            print(
+                f"| {LABELS[name] if i == 0 else ''} | {i + 1} | {m['idle_mb']:.1f} MB | {c['open_mb']:.1f} MB | "
+                f"{c['kb_per_stream']:.1f} | {c['after_mb']:.1f} MB | {closed(c)} | {c['upstream_left_open_at_1s']} | "
+                f"{m['idle_fds']} / {c['relay_fds_open']} / {c['relay_fds_after']} | "
+                f"{growth} | "
+                f"{m['failures'] if i == 0 else ''} |"
+            )
 
 
 # --------------------------------------------------------------------------- main
@@ -512,6 +836,15 @@ def wait_quiet(limit: float) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    m_streams = args.m_streams
+    if "m" in args.scenarios:
+        soft, hard = raise_nofile_limit()
+        if soft != resource.RLIM_INFINITY and soft < fds_needed(m_streams):
+            m_streams = streams_for_fds(soft)
+            print(
+                f"!! open-file limit {soft} (hard {hard}) is too low for {args.m_streams} streams "
+                f"(needs {fds_needed(args.m_streams)}): M scaled down to {m_streams} streams"
+            )
     logdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     servers: list[Server] = []
     results: dict[str, dict[str, Any]] = {r: {} for r in args.only}
@@ -526,6 +859,14 @@ async def run(args: argparse.Namespace) -> int:
             servers.append(relays[name])
         for s in relays.values():
             await wait_healthy(s, args.start_timeout)
+        if "m" in args.scenarios:
+            # The servers inherit this process's limit; check, since uvicorn's accept fails
+            # with EMFILE (and the relay cannot reach the upstream) when it is too low.
+            for s in servers:
+                soft = nofile_soft(s.ps)
+                if soft < fds_needed(m_streams):
+                    m_streams = streams_for_fds(soft)
+                    print(f"!! {s.name} may open only {soft} files: M scaled down to {m_streams} streams")
         direct = Target("direct", upstream.port, direct=True)
         targets = {name: Target(name, s.port) for name, s in relays.items()}
         stats_conn = HttpConn(HOST, upstream.port)
@@ -622,6 +963,20 @@ async def run(args: argparse.Namespace) -> int:
                     failures += len(r.failures)
             for name, rs in runs.items():
                 results[name][key] = summarize(rs)
+
+        if "m" in args.scenarios:
+            print(
+                f"\n== M: {m_streams} open slow streams (role chunk + 1 token, then silence), aborted; "
+                f"{args.m_cycles} cycles per relay"
+            )
+            for name, target in targets.items():
+                m = await memory_scenario(args, relays[name], upstream, target, stats_conn, m_streams)
+                results[name]["m"] = m
+                for line in memory_lines(name, m):
+                    print(line)
+                if m["failures"]:
+                    print(f"  !! {name}: {m['failures']} failed streams, e.g. {m['failure_examples']}")
+                failures += m["failures"]
 
         print_table(results)
         if args.json:
