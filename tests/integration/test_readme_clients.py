@@ -1,0 +1,64 @@
+"""The README's client snippets run as written, against the live service and the fake upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.fake_upstream import FakeUpstream, Reply
+from tests.integration.conftest import LiveService
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+README_URL = "http://127.0.0.1:8000"
+
+
+def snippet(language: str, marker: str) -> str:
+    blocks = re.findall(rf"```{language}\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    matching = [block for block in blocks if marker in block]
+    assert len(matching) == 1, f"expected one {language} block containing {marker!r}"
+    return matching[0]
+
+
+async def test_python_client_prints_the_streamed_answer(
+    upstream: FakeUpstream, service: LiveService, tmp_path: Path
+) -> None:
+    upstream.default = Reply.sse(["Hi", " there", " — ", "🙂"])
+    code = snippet("python", "httpx.stream").replace(README_URL, service.url)
+    out = io.StringIO()
+
+    def run() -> None:
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+
+    await asyncio.to_thread(run)
+    assert out.getvalue() == "Hi there — 🙂\n"
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js for the browser snippet")
+async def test_browser_client_collects_the_streamed_answer(
+    upstream: FakeUpstream, service: LiveService, tmp_path: Path
+) -> None:
+    # Several lines arrive in one write, with non-ASCII text: the line splitting must hold.
+    upstream.default = Reply.sse(["Hé", "llo ", "wörld 🙂"], per_write=2)
+    module = tmp_path / "client.mjs"
+    module.write_text(snippet("js", "export async function streamChat").replace(README_URL, service.url))
+    runner = tmp_path / "run.mjs"
+    runner.write_text(
+        'import { streamChat } from "./client.mjs";\n'
+        "let text = '';\n"
+        "const done = await streamChat({ message: 'hi' }, { onDelta: (d) => { text += d; } });\n"
+        "console.log(JSON.stringify({ text, finish: done.finish_reason }));\n"
+    )
+    node = await asyncio.create_subprocess_exec(
+        "node", str(runner), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
+    )
+    stdout, stderr = await asyncio.wait_for(node.communicate(), timeout=30)
+    assert node.returncode == 0, stderr.decode()
+    assert stdout.decode().strip() == '{"text":"Héllo wörld 🙂","finish":"stop"}'
