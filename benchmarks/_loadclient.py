@@ -436,6 +436,16 @@ class LoadResult:
     def cpu_per_1k(self) -> float:
         return self.cpu / self.tokens * 1000 if self.tokens else float("nan")
 
+    def record(self, outcome: StreamResult, tokens: int) -> None:
+        """Count one finished stream of ``tokens`` tokens."""
+        self.streams += 1
+        if outcome.ttfd is not None:
+            self.ttfd.append(outcome.ttfd)
+        if outcome.failure:
+            self.failures.append(outcome.failure)
+        else:
+            self.tokens += tokens
+
 
 async def run_streams(
     target: Target,
@@ -454,14 +464,7 @@ async def run_streams(
         conn = HttpConn(HOST, target.port)
         try:
             for _ in next_index:  # shared iterator: each stream index is taken once
-                r = await one_stream(conn, target, model, expected, stream_limit)
-                res.streams += 1
-                if r.ttfd is not None:
-                    res.ttfd.append(r.ttfd)
-                if r.failure:
-                    res.failures.append(r.failure)
-                else:
-                    res.tokens += tokens
+                res.record(await one_stream(conn, target, model, expected, stream_limit), tokens)
         finally:
             conn.close()
 

@@ -404,15 +404,7 @@ async def ttfd_scenario(targets: list[Target], n: int, tokens: int, stream_limit
         for i in range(n):
             order = targets if i % 2 == 0 else targets[::-1]  # interleaved: drift hits all alike
             for t in order:
-                r = await one_stream(conns[t.name], t, model, expected, stream_limit)
-                res = results[t.name]
-                res.streams += 1
-                if r.ttfd is not None:
-                    res.ttfd.append(r.ttfd)
-                if r.failure:
-                    res.failures.append(r.failure)
-                else:
-                    res.tokens += tokens
+                results[t.name].record(await one_stream(conns[t.name], t, model, expected, stream_limit), tokens)
     finally:
         for c in conns.values():
             c.close()
