@@ -10,6 +10,8 @@ import httpx
 import msgspec
 import pytest
 import respx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from providers import (
     AgentError,
@@ -471,3 +473,39 @@ async def test_not_an_event_stream_is_protocol_error(
 def test_usage_omitted_from_done_when_not_reported() -> None:
     line = msgspec.json.encode(DoneEvent(done=True, finish_reason="stop"))
     assert line == b'{"done":true,"finish_reason":"stop"}'
+
+
+_sse_fragments = st.sampled_from(
+    [
+        ROLE,
+        chunk("a"),
+        chunk("é🙂"),
+        chunk(finish="stop"),
+        chunk(finish="abort"),
+        chunk(reasoning_content="r"),
+        DONE,
+        b": ping\n\n",
+        b"event: error\ndata: x\n\n",
+        b'data: {"error": "e"}\n\n',
+        b'data: {"choices": "nope"}\n\n',
+        b"data: {broken\n\n",
+        b"\r\n",
+        b"data: ",
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.lists(st.one_of(_sse_fragments, st.binary(max_size=30)), max_size=12), data=st.data())
+async def test_any_upstream_body_ends_in_exactly_one_terminal_event(
+    provider: OpenAICompatibleProvider, body: list[bytes], data: st.DataObject
+) -> None:
+    stream = b"".join(body)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=4)))
+    pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    with respx.mock:
+        respx.post(f"{BASE}/chat/completions").mock(side_effect=sse_reply(pieces))
+        events = flat(await collect(provider))
+    terminals = [e for e in events if isinstance(e, DoneEvent | ErrorEvent)]
+    assert terminals == [events[-1]]
+    assert all(e.delta for e in events if isinstance(e, DeltaEvent))
