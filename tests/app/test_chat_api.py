@@ -207,6 +207,14 @@ def test_bad_bodies_are_invalid_request(client: TestClient[Litestar], fake: Fake
     assert fake.calls == []
 
 
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_deeply_nested_json_is_invalid_request(fake: FakeProvider, depth: int) -> None:
+    body = b'{"message": "x", "messages": ' + b"[" * depth + b"]" * depth + b"}"
+    with TestClient(app_with(fake, limits=Limits(max_body_bytes=1_048_576))) as client:
+        response = client.post("/chat", content=body, headers={"content-type": "application/json"})
+    assert_problem(response, 400, "invalid_request")
+
+
 def test_empty_body_says_what_to_send(client: TestClient[Litestar]) -> None:
     problem = assert_problem(client.post("/chat"), 400, "invalid_request")
     assert "message" in problem["detail"]
