@@ -51,6 +51,9 @@ async def ndjson_stream(meta: MetaEvent, events: EventStream) -> AsyncIterator[b
         if not terminated:
             logger.error("a provider's stream ended without a done or error event")
             yield encode_line(error_event(AgentError("the answer ended unexpectedly; try again")))
+    except AgentError as exc:  # a provider may raise a contract error instead of yielding it
+        if not terminated:
+            yield encode_line(error_event(exc))
     except Exception:
         logger.exception("the answer stream failed")
         if not terminated:

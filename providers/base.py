@@ -33,8 +33,10 @@ class ChatParams(msgspec.Struct, kw_only=True):
 class EventStream(Protocol):
     """An answer whose upstream has already said yes (its headers are in).
 
-    Iterating yields batches: all the events that one upstream read produced, so a transport
-    can send them in one write. The last batch ends with a ``DoneEvent`` or ``ErrorEvent``.
+    Iterating yields batches, never empty: all the events that one upstream read produced, so
+    a transport can send them in one write. The last batch ends with a ``DoneEvent`` or
+    ``ErrorEvent``; a provider may instead raise an ``AgentError``, which ends the stream as
+    that error's line.
     """
 
     def __aiter__(self) -> AsyncIterator[Sequence[ChatEvent]]: ...

@@ -284,6 +284,16 @@ def test_exception_mid_stream_ends_with_one_error_line() -> None:
     assert fake.streams[0].closed >= 1
 
 
+def test_contract_error_raised_mid_stream_becomes_its_error_line() -> None:
+    fake = FakeProvider([[DeltaEvent("partial")]], fail_after=UpstreamTimeout("went silent"))
+    with TestClient(app_with(fake)) as client:
+        got = lines(client.post("/chat", json={"message": "x"}).text)
+    assert got[1:] == [
+        {"delta": "partial"},
+        {"error": {"code": "upstream_timeout", "message": "went silent", "retryable": True}},
+    ]
+
+
 def test_stream_without_terminal_event_gets_an_error_line() -> None:
     with TestClient(app_with(FakeProvider([[DeltaEvent("partial")]]))) as client:
         got = lines(client.post("/chat", json={"message": "x"}).text)
