@@ -6,6 +6,7 @@ Layers, lowest first: ``settings.toml`` ``[default]``, ``settings.toml`` ``[<APP
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -72,6 +73,9 @@ def _check(settings: Settings) -> None:
             f"configuration error: APP_ENV: unknown environment {settings.env!r}"
             f" (expected one of {', '.join(ENVIRONMENTS)})"
         )
+    host_problem = _host_problem(settings.host) if settings.host else "is empty"
+    if host_problem:
+        raise _fail("host", f"{settings.host!r} {host_problem} (use 127.0.0.1, or 0.0.0.0 for every interface)")
     if not 1 <= settings.port <= 65535:
         raise _fail("port", f"{settings.port} is not a TCP port (1-65535)")
     if settings.log_level.lower() not in _LOG_LEVELS:
@@ -94,6 +98,44 @@ def _check(settings: Settings) -> None:
             raise _fail(f"limits.{field}", "must be at least 1")
 
 
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def _host_problem(host: str) -> str | None:
+    """Why ``host`` is neither an IP address nor a hostname, or ``None`` if it is one."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        return None
+    if not _HOSTNAME.fullmatch(host):
+        return "is not an IP address or host name"
+    if all(label.isdigit() for label in host.rstrip(".").split(".")):
+        return "is not a valid IPv4 address"
+    return None
+
+
+def _base_url_problem(base_url: str) -> str | None:
+    """Why ``base_url`` cannot work, without repeating secrets it may hold, or ``None``."""
+    example = "an http(s) URL like http://localhost:1234/v1"
+    try:
+        url = httpx.URL(base_url)
+    except httpx.InvalidURL:
+        return f"is not {example}"
+    if url.scheme not in ("http", "https") or not url.host:
+        return f"is not {example}"
+    shown = str(url.copy_with(username=None, password=None, query=None, fragment=None))
+    if url.query or url.fragment:
+        return f"must have no query string or fragment (requests go to {{base_url}}/chat/completions): {shown}"
+    if url.port is not None and not 1 <= url.port <= 65535:
+        return f"has port {url.port}, not a TCP port (1-65535): {shown}"
+    host_problem = _host_problem(url.host)
+    if host_problem:
+        return f"host {url.host!r} {host_problem}: {shown}"
+    return None
+
+
 def _check_provider(name: str, provider: ProviderConfig) -> None:
     key = f"providers.{name}"
     if provider.kind not in PROVIDER_KINDS:
@@ -101,12 +143,9 @@ def _check_provider(name: str, provider: ProviderConfig) -> None:
             f"{key}.kind",
             f"unknown provider kind {provider.kind!r} (known: {', '.join(sorted(PROVIDER_KINDS))})",
         )
-    try:
-        url = httpx.URL(provider.base_url)
-    except httpx.InvalidURL:
-        url = None
-    if url is None or url.scheme not in ("http", "https") or not url.host:
-        raise _fail(f"{key}.base_url", f"{provider.base_url!r} is not an http(s) URL like http://localhost:1234/v1")
+    problem = _base_url_problem(provider.base_url)
+    if problem:
+        raise _fail(f"{key}.base_url", problem)
     for field in ("connect_timeout_seconds", "timeout_seconds"):
         if getattr(provider, field) <= 0:
             raise _fail(f"{key}.{field}", "must be more than 0")

@@ -75,8 +75,10 @@ def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> R
         return problem_response(error, headers)
     if isinstance(exc, ValidationException) or status == 400:
         return problem_response(InvalidRequest(_validation_detail(exc)), headers)
-    error_class = InvalidRequest if 400 <= status < 500 else AgentError
-    return problem_response(error_class(exc.detail, status=status), headers)
+    if status >= 500:  # Litestar's own server errors (e.g. misconfiguration): no internals out
+        logger.error("%s %s failed: %s", request.method, request.url.path, exc.detail)
+        return problem_response(AgentError("internal error; the service log has the details", status=status), headers)
+    return problem_response(InvalidRequest(exc.detail, status=status), headers)
 
 
 def _on_bad_encoding(request: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[bytes]:

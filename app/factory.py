@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -18,7 +18,7 @@ from app.cli import HostPortFromSettings
 from app.config import Settings, load_settings
 from app.dependencies import DEPENDENCIES
 from app.errors import EXCEPTION_HANDLERS
-from app.health import health
+from app.health import health, health_head
 from app.lifespan import upstream_client
 from app.schemas import ChatRequest
 from providers.base import ChatParams, LLMProvider
@@ -48,8 +48,13 @@ def create_app(
     if settings is None:
         settings = load_settings_or_exit()
     return Litestar(
-        route_handlers=[ChatController, health],
-        dependencies={**DEPENDENCIES, **(dependencies or {})},
+        # On a router, not the app: app-level dependencies that read the body would make the
+        # OpenAPI document claim that every route (even GET /health) takes a ChatRequest.
+        route_handlers=[
+            Router("/", route_handlers=[ChatController], dependencies={**DEPENDENCIES, **(dependencies or {})}),
+            health,
+            health_head,
+        ],
         state=State({"settings": settings, "registry": registry}),
         lifespan=[upstream_client],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ Messages say what happened and what to do; they never contain a secret (see :fun
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 __all__ = (
@@ -37,6 +38,9 @@ __all__ = (
     "error_for_status",
     "redact",
 )
+
+
+_SECRET_PREFIX = 8
 
 
 class AgentError(Exception):
@@ -143,8 +147,16 @@ def error_for_status(status: int, message: str, *, retry_after: str | None = Non
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """Replace every secret in ``text`` with ``***`` (upstreams sometimes echo a key back)."""
+    """Replace every secret in ``text`` with ``***`` (upstreams sometimes echo a key back).
+
+    Matches ignore case, and a secret's first 8 characters followed by more non-space
+    characters count as the secret too, so ``sk-abcdefgh...`` style truncations are caught.
+    Redact before shortening a message, or a secret cut in two escapes both rules.
+    """
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+        if not secret:
+            continue
+        text = re.sub(re.escape(secret), "***", text, flags=re.IGNORECASE)
+        if len(secret) > _SECRET_PREFIX:
+            text = re.sub(re.escape(secret[:_SECRET_PREFIX]) + r"\S*", "***", text, flags=re.IGNORECASE)
     return text

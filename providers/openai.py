@@ -9,6 +9,8 @@ each upstream read into the batch of events it completes.
 from __future__ import annotations
 
 import contextlib
+import email.utils
+import socket
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final, Literal
 
@@ -19,7 +21,6 @@ import msgspec
 from providers.base import ChatMessage, ChatParams
 from providers.config import ProviderConfig
 from providers.errors import (
-    AgentError,
     StreamInterrupted,
     UpstreamProtocolError,
     UpstreamTimeout,
@@ -29,7 +30,7 @@ from providers.errors import (
 )
 from providers.events import ChatEvent, DeltaEvent, DoneEvent, ReasoningEvent, Usage, error_event
 from providers.sse import SSEDecoder
-from providers.upstream_errors import describe_error_payload, message_of_body
+from providers.upstream_errors import clip, decode_json, describe_error_payload, message_of_body
 
 __all__ = ("OpenAICompatibleProvider", "OpenAIEventStream", "display_url")
 
@@ -141,11 +142,18 @@ class OpenAICompatibleProvider:
             ) from None
         except httpx.PoolTimeout:
             raise UpstreamUnavailable(
-                f"too many concurrent requests to {self._where}; try again shortly", status=503
+                f"all upstream connections are busy (limits.max_upstream_connections); {self._where}"
+                " cannot take another answer now — try again shortly",
+                status=503,
+                retry_after="1",
             ) from None
         except httpx.TimeoutException:
             raise UpstreamTimeout(f"{self._where} sent no response within {self.config.timeout_seconds:g} s") from None
-        except httpx.ConnectError:
+        except httpx.ConnectError as exc:
+            if _is_name_resolution_failure(exc):
+                raise UpstreamUnavailable(
+                    f"could not resolve the host of {self._where} — check providers.{self.name}.base_url"
+                ) from None
             raise UpstreamUnavailable(f"could not connect to {self._where} — is the LLM server running?") from None
         except httpx.TransportError as exc:
             raise UpstreamUnavailable(
@@ -174,14 +182,16 @@ class OpenAICompatibleProvider:
             raise error_for_status(
                 status,
                 self._upstream_says(message, params.model, status),
-                retry_after=response.headers.get("retry-after"),
+                retry_after=_valid_retry_after(response.headers.get("retry-after")),
             )
         if "json" in content_type:
             return self._from_json_body(await self._read_limited(response), params)
         if content_type and "text/event-stream" not in content_type:
             raise UpstreamProtocolError(
-                f"{self._where} answered with {content_type.split(';')[0]!r}, not an event stream"
-                " — does base_url point at an OpenAI-compatible API (usually ending in /v1)?"
+                self._say(
+                    f"{self._where} answered with {content_type.split(';')[0]!r}, not an event stream"
+                    " — does base_url point at an OpenAI-compatible API (usually ending in /v1)?"
+                )
             )
         return OpenAIEventStream(response, self._where, self._secrets)
 
@@ -198,21 +208,25 @@ class OpenAICompatibleProvider:
             await response.aclose()
         return bytes(body[:_MAX_ERROR_BODY])
 
-    def _upstream_says(self, message: str, model: str, status: int) -> str:
-        message = redact(message, self._secrets)
+    def _say(self, text: str) -> str:
+        return _fit(text, self._secrets)
+
+    def _upstream_says(self, message: str, model: str, status: int | None) -> str:
         if status == 404:
-            return f"{self._where} does not know model {model!r} or the route (it said: {message})"
-        return f"{self._where} answered {status}: {message}"
+            return self._say(f"{self._where} does not know model {model!r} or the route (it said: {message})")
+        if status is None:
+            return self._say(f"{self._where} reported an error: {message}")
+        return self._say(f"{self._where} answered {status}: {message}")
 
     def _from_json_body(self, body: bytes, params: ChatParams) -> OpenAIEventStream:
         """A JSON body under HTTP 200: an error object (LM Studio) or a non-streamed completion."""
         try:
-            payload = msgspec.json.decode(body)
-        except msgspec.DecodeError:
-            raise UpstreamProtocolError(f"{self._where} sent a JSON content type but invalid JSON") from None
+            payload = decode_json(body)
+        except ValueError:
+            raise UpstreamProtocolError(f"{self._where} sent a JSON content type but not UTF-8 JSON") from None
         if isinstance(payload, dict) and payload.get("error") is not None:
             status, message = describe_error_payload(payload["error"], default_status=400)
-            raise error_for_status(status, self._upstream_says(message, params.model, status))
+            raise error_for_status(status, self._upstream_says(message, params.model, 404 if status == 404 else None))
         events = _events_of_completion(payload)
         if events is None:
             raise UpstreamProtocolError(f"{self._where} answered with JSON that is not a chat completion")
@@ -282,21 +296,21 @@ class OpenAIEventStream:
             async for chunk in reads:
                 batch: list[ChatEvent] = []
                 for sse in decoder.feed(chunk):
+                    if sse.event == "error":
+                        batch.append(self._failure(sse.data))
+                        yield batch
+                        return
                     if sse.data == b"[DONE]":
                         batch.append(DoneEvent(done=True, finish_reason=finish, usage=usage))
                         yield batch
                         await _drain(reads)
                         return
-                    if sse.event == "error":
-                        batch.append(self._failure(sse.data))
-                        yield batch
-                        return
-                    if sse.event == "ping":
+                    if sse.event == "ping" or not sse.data:
                         continue
                     try:
                         parsed = _chunk_decoder.decode(sse.data)
-                    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                        batch.append(self._protocol_error(exc))
+                    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+                        batch.append(self._undecodable(sse.data, exc))
                         yield batch
                         return
                     if parsed.error is not None:
@@ -340,35 +354,70 @@ class OpenAIEventStream:
                 return
         except httpx.TransportError:
             if not seen_finish:
-                yield [error_event(self._interrupted())]
+                yield [error_event(StreamInterrupted(f"the connection to {self._where} broke mid-answer; try again"))]
                 return
         finally:
             await response.aclose()
         if seen_finish:
             yield [DoneEvent(done=True, finish_reason=finish, usage=usage)]
         else:
-            yield [error_event(self._interrupted())]
+            yield [
+                error_event(
+                    StreamInterrupted(
+                        f"{self._where} ended the answer before it finished (no finish_reason or [DONE]);"
+                        " try again — if it keeps happening, the prompt may be too long for its context window"
+                    )
+                )
+            ]
 
-    def _interrupted(self) -> AgentError:
-        return StreamInterrupted(
-            f"{self._where} ended the answer before it finished (no finish_reason or [DONE])"
-            " — the prompt may be too long for its context window; try again or shorten it"
-        )
+    def _undecodable(self, raw: bytes, exc: Exception) -> ChatEvent:
+        # An error object with a stray non-UTF-8 byte is still the upstream's error report.
+        try:
+            payload = decode_json(raw.decode("utf-8", "replace").encode())
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict) and payload.get("error") is not None:
+            return self._failure(raw, payload)
+        return self._protocol_error(exc)
 
     def _protocol_error(self, exc: Exception) -> ChatEvent:
-        return error_event(UpstreamProtocolError(f"{self._where} sent a data line that is not a valid chunk: {exc}"))
+        return error_event(
+            UpstreamProtocolError(clip(f"{self._where} sent a data line that is not a valid UTF-8 JSON chunk: {exc}"))
+        )
 
     def _failure(self, raw: bytes, payload: object = None) -> ChatEvent:
         if payload is None:
             try:
-                payload = msgspec.json.decode(raw)
-            except msgspec.DecodeError:
+                payload = decode_json(raw)
+            except ValueError:
                 payload = raw.decode("utf-8", "replace")
         if isinstance(payload, dict) and "error" in payload:
             payload = payload["error"]
         status, message = describe_error_payload(payload, default_status=500)
-        error = error_for_status(status, f"{self._where} reported an error: {redact(message, self._secrets)}")
-        return error_event(error)
+        return error_event(error_for_status(status, _fit(f"{self._where} reported an error: {message}", self._secrets)))
+
+
+def _fit(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` fit for a message: secrets masked first, then shortened to one line."""
+    return clip(redact(text, secrets))
+
+
+def _valid_retry_after(value: str | None) -> str | None:
+    """The upstream's ``Retry-After`` if it is one (seconds or an HTTP date), else ``None``."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return value
+    try:
+        email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return value
+
+
+def _is_name_resolution_failure(exc: httpx.ConnectError) -> bool:
+    return isinstance(exc.__cause__, socket.gaierror) or "name or service not known" in str(exc).lower()
 
 
 async def _drain(reads: AsyncIterator[bytes]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ("describe_error_payload", "message_of_body")
+__all__ = ("clip", "decode_json", "describe_error_payload", "message_of_body")
 
 _MAX_MESSAGE = 2000
 
@@ -46,9 +46,18 @@ def _as_status(value: object) -> int | None:
     return None
 
 
-def _clip(text: str) -> str:
+def clip(text: str) -> str:
+    """``text`` on one line and at most a couple of thousand characters (redact secrets first)."""
     text = " ".join(text.split())
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+
+
+def decode_json(body: bytes) -> object:
+    """JSON from an upstream; bytes that are not UTF-8 JSON raise ``ValueError``."""
+    try:
+        return msgspec.json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(str(exc)) from None
 
 
 def describe_error_payload(payload: object, *, default_status: int) -> tuple[int, str]:
@@ -59,7 +68,7 @@ def describe_error_payload(payload: object, *, default_status: int) -> tuple[int
         default_status: what to assume when nothing in the payload says.
 
     Returns:
-        ``(status, message)``; the message is the upstream's own words, trimmed.
+        ``(status, message)``; the message is the upstream's own words, not yet redacted or clipped.
     """
     if isinstance(payload, dict):
         message = payload.get("message") or payload.get("detail") or payload.get("error")
@@ -70,9 +79,9 @@ def describe_error_payload(payload: object, *, default_status: int) -> tuple[int
         if status is None:
             hints = " ".join(str(payload.get(key) or "") for key in ("code", "type"))
             status = _status_from_hint(hints) or _status_from_hint(text)
-        return status or default_status, _clip(text) or "no message"
+        return status or default_status, text or "no message"
     text = payload if isinstance(payload, str) else msgspec.json.encode(payload).decode()
-    return _status_from_hint(text) or default_status, _clip(text) or "no message"
+    return _status_from_hint(text) or default_status, text or "no message"
 
 
 def _status_from_hint(text: str) -> int | None:
@@ -86,10 +95,10 @@ def _status_from_hint(text: str) -> int | None:
 def message_of_body(body: bytes) -> str:
     """The message in an HTTP error body: a JSON error object, or the text itself."""
     try:
-        payload = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return _clip(body.decode("utf-8", "replace"))
+        payload = decode_json(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")
     if isinstance(payload, dict):
         inner = payload.get("error", payload)
         return describe_error_payload(inner, default_status=500)[1]
-    return _clip(str(payload))
+    return str(payload)

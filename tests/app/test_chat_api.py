@@ -164,6 +164,7 @@ def test_health(client: TestClient[Litestar]) -> None:
     response = client.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+    assert client.head("/health").status_code == 200
 
 
 # --- bad input: 400/413/404/405 in problem+json, never a 500 -----------------------------
@@ -345,6 +346,12 @@ def test_openapi_documents_chat(client: TestClient[Litestar]) -> None:
     body_ref = chat["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     assert body_ref.endswith("/ChatRequest")
     assert "message" in doc["components"]["schemas"]["ChatRequest"]["properties"]
+
+
+def test_openapi_health_takes_no_body(client: TestClient[Litestar]) -> None:
+    health = client.get("/schema/openapi.json").json()["paths"]["/health"]
+    assert "requestBody" not in health["get"]
+    assert set(health["get"]["responses"]) == {"200"}
 
 
 def test_docs_page(client: TestClient[Litestar]) -> None:

@@ -155,6 +155,7 @@ async def test_all_upstream_connections_busy_is_503_after_connect_timeout(
         waited = time.monotonic() - started
     assert response.status_code == 503
     assert response.json()["code"] == "upstream_unavailable"
+    assert response.headers["retry-after"] == "1"
     assert 0.2 < waited < 3
 
 

@@ -509,3 +509,107 @@ async def test_any_upstream_body_ends_in_exactly_one_terminal_event(
     terminals = [e for e in events if isinstance(e, DoneEvent | ErrorEvent)]
     assert terminals == [events[-1]]
     assert all(e.delta for e in events if isinstance(e, DeltaEvent))
+
+
+# --- found in review: secrets cut by shortening, non-UTF-8 upstream bytes, odd events ------
+
+
+@pytest.mark.parametrize("padding", [1900, 1960, 1975, 1990, 2100])
+@respx.mock
+async def test_secret_near_the_length_limit_is_still_masked(provider: OpenAICompatibleProvider, padding: int) -> None:
+    message = "x" * padding + SECRET
+    respx.post(f"{BASE}/chat/completions").mock(return_value=httpx.Response(400, json={"error": {"message": message}}))
+    with pytest.raises(UpstreamRejected) as caught:
+        await provider.open(params())
+    assert SECRET[:10] not in caught.value.message
+    respx.post(f"{BASE}/chat/completions").mock(
+        side_effect=sse_reply([b'data: {"error": {"message": "' + message.encode() + b'"}}\n\n'])
+    )
+    assert SECRET[:10] not in only_error(flat(await collect(provider))).error.message
+
+
+@pytest.mark.parametrize("echo", [SECRET.upper(), SECRET[:12] + "...", f"key={SECRET[:20]}…"])
+@respx.mock
+async def test_altered_echoes_of_the_secret_are_masked(provider: OpenAICompatibleProvider, echo: str) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(return_value=httpx.Response(401, text=f"bad key {echo}"))
+    with pytest.raises(UpstreamRejected) as caught:
+        await provider.open(params())
+    assert SECRET[:8].lower() not in caught.value.message.lower()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'data: {"choices":[{"index":0,"delta":{"content":"a\xff\xfeb"}}]}\n\n',
+        b'data: {"choices":[{"index":0,"delta":{"reasoning_content":"caf\xe9"}}]}\n\n',
+    ],
+)
+@respx.mock
+async def test_non_utf8_chunk_is_protocol_error(provider: OpenAICompatibleProvider, line: bytes) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(side_effect=sse_reply([chunk("ok"), line, DONE]))
+    events = flat(await collect(provider))
+    assert events[0] == DeltaEvent("ok")
+    assert only_error(events).error.code == "upstream_protocol_error"
+
+
+@respx.mock
+async def test_non_utf8_error_object_keeps_its_meaning(provider: OpenAICompatibleProvider) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(side_effect=sse_reply([b'data: {"error": "oops \xff", "code": 1}\n\n']))
+    error = only_error(flat(await collect(provider)))
+    assert error.error.code == "upstream_unavailable"
+    assert "oops" in error.error.message
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [(200, UpstreamProtocolError), (404, ModelNotFound), (429, RateLimited), (500, UpstreamUnavailable)],
+)
+@respx.mock
+async def test_non_utf8_json_body_keeps_the_status_meaning(
+    provider: OpenAICompatibleProvider, status: int, kind: type[AgentError]
+) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(
+        return_value=httpx.Response(
+            status, headers={"content-type": "application/json"}, content=b'{"error":{"message":"h\xffi"}}'
+        )
+    )
+    with pytest.raises(kind):
+        await provider.open(params())
+
+
+@respx.mock
+async def test_error_event_carrying_done_marker_is_an_error(provider: OpenAICompatibleProvider) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(side_effect=sse_reply([b"event: error\ndata: [DONE]\n\n"]))
+    assert only_error(flat(await collect(provider))).error.code == "upstream_unavailable"
+
+
+@respx.mock
+async def test_empty_data_events_are_skipped(provider: OpenAICompatibleProvider) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(
+        side_effect=sse_reply([b"data:\n\n", b"data\n\n", chunk("x", finish="stop"), DONE])
+    )
+    assert flat(await collect(provider)) == [DeltaEvent("x"), DoneEvent(done=True, finish_reason="stop")]
+
+
+@pytest.mark.parametrize(("given", "sent"), [("soon", "1"), ("12", "12"), ("Wed, 21 Oct 2026 07:28:00 GMT", None)])
+@respx.mock
+async def test_retry_after_is_passed_on_only_when_valid(
+    provider: OpenAICompatibleProvider, given: str, sent: str | None
+) -> None:
+    respx.post(f"{BASE}/chat/completions").mock(
+        return_value=httpx.Response(429, headers={"retry-after": given}, json={"error": "busy"})
+    )
+    with pytest.raises(RateLimited) as caught:
+        await provider.open(params())
+    assert caught.value.retry_after == (sent or given)
+
+
+@respx.mock
+async def test_unresolvable_host_says_so(client: httpx.AsyncClient) -> None:
+    respx.post("http://no-such-host.invalid/v1/chat/completions").mock(
+        side_effect=httpx.ConnectError("[Errno -2] Name or service not known")
+    )
+    lost = OpenAICompatibleProvider("local", ProviderConfig(base_url="http://no-such-host.invalid/v1"), client)
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await lost.open(params())
+    assert "could not resolve the host" in caught.value.message

@@ -345,6 +345,20 @@ def test_string_keys_from_env_are_kept_verbatim(workdir: Path, monkeypatch: pyte
             "providers.local.base_url",
             "AGENT_PROVIDERS__LOCAL__BASE_URL",
         ),
+        *(
+            ({"AGENT_PROVIDERS__LOCAL__BASE_URL": url}, "providers.local.base_url", "AGENT_PROVIDERS__LOCAL__BASE_URL")
+            for url in (
+                "http://localhost:99999/v1",
+                "http://127.0.0.1:0/v1",
+                "http://exa mple.com/v1",
+                "http://a..b/v1",
+                "http://999.1.1.1/v1",
+                f"http://x/v1?api_key={SECRET}",
+                f"ftp://user:{SECRET}@host/v1",
+                f"http://user:{SECRET}@[bad/v1",
+            )
+        ),
+        *(({"AGENT_HOST": host}, "host", "AGENT_HOST") for host in ("", "999.1.1.1", "my host")),
         (
             {"AGENT_PROVIDERS__LOCAL__TIMEOUT_SECONDS": "0"},
             "providers.local.timeout_seconds",
@@ -368,6 +382,17 @@ def test_string_keys_from_env_are_kept_verbatim(workdir: Path, monkeypatch: pyte
         "kind-unknown",
         "default_provider-undefined",
         "base_url-no-scheme",
+        "base_url-port-too-big",
+        "base_url-port-zero",
+        "base_url-space",
+        "base_url-empty-label",
+        "base_url-bad-ipv4",
+        "base_url-query-with-secret",
+        "base_url-ftp-with-password",
+        "base_url-broken-ipv6-with-password",
+        "host-empty",
+        "host-bad-ipv4",
+        "host-space",
         "timeout-zero",
         "connect_timeout-negative",
         "timeout-not-a-number",
@@ -384,6 +409,20 @@ def test_bad_config_fails_with_one_line_naming_key_and_variable(
     assert "\n" not in message
     assert f"{key} ({var})" in message
     assert SECRET not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:pw@my-llm.internal:8080/v1",
+        "http://[::1]:8080/v1",
+        "https://api.openai.com/v1",
+        "http://localhost./v1",
+    ],
+)
+def test_good_base_urls_are_accepted(workdir: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("AGENT_PROVIDERS__LOCAL__BASE_URL", url)
+    assert load_settings(workdir).providers["local"].base_url == url
 
 
 def test_mistyped_secret_is_not_echoed(workdir: Path) -> None:
