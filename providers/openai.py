@@ -290,7 +290,6 @@ class OpenAIEventStream:
         decoder = SSEDecoder()
         finish: str | None = None
         usage: Usage | msgspec.UnsetType = msgspec.UNSET
-        seen_finish = False
         reads = response.aiter_raw() if "content-encoding" not in response.headers else response.aiter_bytes()
         try:
             async for chunk in reads:
@@ -343,22 +342,21 @@ class OpenAIEventStream:
                             return
                         # Not the end yet: the usage chunk and [DONE] usually follow.
                         finish = choice.finish_reason
-                        seen_finish = True
                 if batch:
                     yield batch
         except httpx.ReadTimeout:
-            if not seen_finish:
+            if finish is None:
                 yield [
                     error_event(UpstreamTimeout(f"{self._where} went silent for longer than the configured timeout"))
                 ]
                 return
         except httpx.TransportError:
-            if not seen_finish:
+            if finish is None:
                 yield [error_event(StreamInterrupted(f"the connection to {self._where} broke mid-answer; try again"))]
                 return
         finally:
             await response.aclose()
-        if seen_finish:
+        if finish is not None:
             yield [DoneEvent(done=True, finish_reason=finish, usage=usage)]
         else:
             yield [
