@@ -81,17 +81,6 @@ def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> R
     return problem_response(InvalidRequest(exc.detail, status=status), headers)
 
 
-def _on_bad_encoding(request: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[bytes]:
-    # Litestar's JSON body decoding lets this escape for invalid UTF-8 inside a JSON string.
-    return problem_response(InvalidRequest("the request body is not valid UTF-8 JSON"))
-
-
-def _on_deep_nesting(request: Request[Any, Any, Any], exc: RecursionError) -> Response[bytes]:
-    # JSON nested thousands of levels deep exhausts the decoder's recursion limit.
-    logger.warning("%s %s: %s", request.method, request.url.path, exc)
-    return problem_response(InvalidRequest("the request body is nested too deeply"))
-
-
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(AgentError("internal error; the service log has the details"))
@@ -100,7 +89,5 @@ def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[
 EXCEPTION_HANDLERS: Final = {
     AgentError: _on_agent_error,
     HTTPException: _on_http_exception,
-    UnicodeDecodeError: _on_bad_encoding,
-    RecursionError: _on_deep_nesting,
     Exception: _on_unexpected,
 }

@@ -20,6 +20,7 @@ from app.dependencies import DEPENDENCIES
 from app.errors import EXCEPTION_HANDLERS
 from app.health import health, health_head
 from app.lifespan import upstream_client
+from app.request import JSONSafeRequest
 from app.schemas import ChatRequest
 from providers.base import ChatParams, LLMProvider
 from providers.registry import ProviderRegistry
@@ -66,6 +67,7 @@ def create_app(
             max_age=600,
         ),
         request_max_body_size=settings.limits.max_body_bytes,
+        request_class=JSONSafeRequest,
         openapi_config=OpenAPIConfig(
             title="Agent Backend",
             version=_VERSION,
