@@ -12,7 +12,7 @@ import contextlib
 import email.utils
 import socket
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import anyio
 import httpx
@@ -21,16 +21,14 @@ import msgspec
 from providers.base import ChatMessage, ChatParams
 from providers.config import ProviderConfig
 from providers.errors import (
-    StreamInterrupted,
     UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamUnavailable,
     error_for_status,
-    redact,
 )
-from providers.events import ChatEvent, DeltaEvent, DoneEvent, ReasoningEvent, Usage, error_event
-from providers.sse import SSEDecoder
-from providers.upstream_errors import clip, decode_json, describe_error_payload, message_of_body
+from providers.events import ChatEvent, DeltaEvent, DoneEvent, ReasoningEvent, Usage
+from providers.openai_answer import Answer, fit_message
+from providers.upstream_errors import decode_json, describe_error_payload, message_of_body
 
 __all__ = ("OpenAICompatibleProvider", "OpenAIEventStream", "display_url")
 
@@ -38,7 +36,7 @@ _MAX_ERROR_BODY = 64 * 1024  # an error body is read to show its message, never 
 _STALE_CONNECTION: Final = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 _DRAIN_SECONDS: Final = 0.2
 _DRAIN_BYTES: Final = 64 * 1024
-_FAILED_FINISH: Final = frozenset({"error", "abort"})  # vLLM: the generation broke, not finished
+_TAIL_SECONDS: Final = 1.0  # after finish_reason, how long usage and [DONE] may take
 
 
 class _UpstreamRequest(msgspec.Struct, omit_defaults=True):
@@ -50,25 +48,6 @@ class _UpstreamRequest(msgspec.Struct, omit_defaults=True):
     top_p: float | None = None
 
 
-# Only the fields we read: msgspec skips the rest (ids, logprobs, timings, …) without building them.
-class _Delta(msgspec.Struct, gc=False):
-    content: str | None = None
-    reasoning_content: str | None = None
-    reasoning: Any = None  # a string on most servers; an object on a few, which we ignore
-
-
-class _Choice(msgspec.Struct, gc=False):
-    delta: _Delta | None = None
-    finish_reason: str | None = None
-
-
-class _Chunk(msgspec.Struct, gc=False):
-    choices: list[_Choice] | None = None
-    usage: Usage | None = None
-    error: Any = None
-
-
-_chunk_decoder: Final = msgspec.json.Decoder(_Chunk)
 _request_encoder: Final = msgspec.json.Encoder()
 
 
@@ -209,7 +188,7 @@ class OpenAICompatibleProvider:
         return bytes(body[:_MAX_ERROR_BODY])
 
     def _say(self, text: str) -> str:
-        return _fit(text, self._secrets)
+        return fit_message(text, self._secrets)
 
     def _upstream_says(self, message: str, model: str, status: int | None) -> str:
         if status == 404:
@@ -287,117 +266,39 @@ class OpenAIEventStream:
         return self._relay(self._response)
 
     async def _relay(self, response: httpx.Response) -> AsyncIterator[Sequence[ChatEvent]]:
-        decoder = SSEDecoder()
-        finish: str | None = None
-        usage: Usage | msgspec.UnsetType = msgspec.UNSET
+        answer = Answer(self._where, self._secrets)
         reads = response.aiter_raw() if "content-encoding" not in response.headers else response.aiter_bytes()
         try:
             async for chunk in reads:
-                batch: list[ChatEvent] = []
-                for sse in decoder.feed(chunk):
-                    if sse.event == "error":
-                        batch.append(self._failure(sse.data))
-                        yield batch
-                        return
-                    if sse.data == b"[DONE]":
-                        batch.append(DoneEvent(done=True, finish_reason=finish, usage=usage))
-                        yield batch
-                        await _drain(reads)
-                        return
-                    if sse.event == "ping" or not sse.data:
-                        continue
-                    try:
-                        parsed = _chunk_decoder.decode(sse.data)
-                    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-                        batch.append(self._undecodable(sse.data, exc))
-                        yield batch
-                        return
-                    if parsed.error is not None:
-                        batch.append(self._failure(sse.data, parsed.error))
-                        yield batch
-                        return
-                    if parsed.usage is not None:
-                        usage = parsed.usage
-                    if not parsed.choices:
-                        continue
-                    choice = parsed.choices[0]
-                    delta = choice.delta
-                    if delta is not None:
-                        reasoning = delta.reasoning_content or delta.reasoning
-                        if reasoning and isinstance(reasoning, str):
-                            batch.append(ReasoningEvent(reasoning))
-                        if delta.content:
-                            batch.append(DeltaEvent(delta.content))
-                    if choice.finish_reason is not None:
-                        if choice.finish_reason in _FAILED_FINISH:
-                            batch.append(
-                                error_event(
-                                    UpstreamUnavailable(
-                                        f"{self._where} stopped generating "
-                                        f"(finish_reason {choice.finish_reason!r}); try again"
-                                    )
-                                )
-                            )
-                            yield batch
-                            return
-                        # Not the end yet: the usage chunk and [DONE] usually follow.
-                        finish = choice.finish_reason
+                batch = answer.feed(chunk)
                 if batch:
                     yield batch
+                if answer.has_ended():
+                    if answer.got_done_marker():
+                        await _drain(reads)
+                    return
+                if answer.finish is not None:
+                    break
+            else:
+                yield [answer.end_of_stream()]
+                return
+            # Finished: only usage and [DONE] may follow. Wait for them briefly, not for the
+            # whole silence timeout, in case the upstream holds the connection open after that.
+            tail: list[ChatEvent] = []
+            with anyio.move_on_after(_TAIL_SECONDS), contextlib.suppress(httpx.HTTPError):
+                async for chunk in reads:
+                    tail += answer.feed(chunk)
+                    if answer.has_ended():
+                        break
+            yield tail if answer.has_ended() else [*tail, answer.done()]
+            if answer.got_done_marker():
+                await _drain(reads)
         except httpx.ReadTimeout:
-            if finish is None:
-                yield [
-                    error_event(UpstreamTimeout(f"{self._where} went silent for longer than the configured timeout"))
-                ]
-                return
+            yield [answer.silent()]
         except httpx.TransportError:
-            if finish is None:
-                yield [error_event(StreamInterrupted(f"the connection to {self._where} broke mid-answer; try again"))]
-                return
+            yield [answer.broken()]
         finally:
             await response.aclose()
-        if finish is not None:
-            yield [DoneEvent(done=True, finish_reason=finish, usage=usage)]
-        else:
-            yield [
-                error_event(
-                    StreamInterrupted(
-                        f"{self._where} ended the answer before it finished (no finish_reason or [DONE]);"
-                        " try again — if it keeps happening, the prompt may be too long for its context window"
-                    )
-                )
-            ]
-
-    def _undecodable(self, raw: bytes, exc: Exception) -> ChatEvent:
-        # An error object with a stray non-UTF-8 byte is still the upstream's error report.
-        try:
-            payload = decode_json(raw.decode("utf-8", "replace").encode())
-        except ValueError:
-            payload = None
-        if isinstance(payload, dict) and payload.get("error") is not None:
-            return self._failure(raw, payload)
-        return self._protocol_error(exc)
-
-    def _protocol_error(self, exc: Exception) -> ChatEvent:
-        return error_event(
-            UpstreamProtocolError(clip(f"{self._where} sent a data line that is not a valid UTF-8 JSON chunk: {exc}"))
-        )
-
-    def _failure(self, raw: bytes, payload: object = None) -> ChatEvent:
-        if payload is None:
-            try:
-                payload = decode_json(raw)
-            except ValueError:
-                payload = raw.decode("utf-8", "replace")
-        if isinstance(payload, dict) and "error" in payload:
-            payload = payload["error"]
-        status, message = describe_error_payload(payload, default_status=500)
-        return error_event(error_for_status(status, _fit(f"{self._where} reported an error: {message}", self._secrets)))
-
-
-def _fit(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` fit for a message: secrets masked first, then shortened to one line."""
-    return clip(redact(text, secrets))
 
 
 def _valid_retry_after(value: str | None) -> str | None:

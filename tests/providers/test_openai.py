@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
@@ -613,3 +615,29 @@ async def test_unresolvable_host_says_so(client: httpx.AsyncClient) -> None:
     with pytest.raises(UpstreamUnavailable) as caught:
         await lost.open(params())
     assert "could not resolve the host" in caught.value.message
+
+
+@respx.mock
+async def test_done_does_not_wait_long_for_a_missing_done_marker(provider: OpenAICompatibleProvider) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield chunk("all") + chunk(finish="stop")
+        await asyncio.sleep(30)  # the upstream holds the connection open without [DONE]
+        yield DONE
+
+    respx.post(f"{BASE}/chat/completions").mock(
+        side_effect=lambda request: httpx.Response(200, headers=SSE, content=body())
+    )
+    started = time.monotonic()
+    events = flat(await collect(provider))
+    assert events == [DeltaEvent("all"), DoneEvent(done=True, finish_reason="stop")]
+    assert time.monotonic() - started < 5
+
+
+@respx.mock
+async def test_usage_and_done_marker_after_finish_are_waited_for(provider: OpenAICompatibleProvider) -> None:
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}\n\n'
+    respx.post(f"{BASE}/chat/completions").mock(
+        side_effect=sse_reply([chunk("x"), chunk(finish="length"), b": still here\n\n", usage, DONE])
+    )
+    batches = await collect(provider)
+    assert batches[-1] == [DoneEvent(done=True, finish_reason="length", usage=Usage(1, 2))]

@@ -1,0 +1,177 @@
+"""One streamed OpenAI-style answer, from SSE bytes to events: a small state machine.
+
+It remembers what the end of an answer needs (``finish_reason``, ``usage``) and knows when the
+answer has ended (``[DONE]``, an error, or a failed finish). Network reads, timeouts and closing
+the connection belong to the caller (:mod:`providers.openai`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from providers.errors import (
+    StreamInterrupted,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    error_for_status,
+    redact,
+)
+from providers.events import ChatEvent, DeltaEvent, DoneEvent, ReasoningEvent, Usage, error_event
+from providers.sse import SSEDecoder
+from providers.upstream_errors import clip, decode_json, describe_error_payload
+
+__all__ = ("Answer", "fit_message")
+
+_FAILED_FINISH: Final = frozenset({"error", "abort"})  # vLLM: the generation broke, not finished
+
+
+# Only the fields we read: msgspec skips the rest (ids, logprobs, timings, …) without building them.
+class _Delta(msgspec.Struct, gc=False):
+    content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: Any = None  # a string on most servers; an object on a few, which we ignore
+
+
+class _Choice(msgspec.Struct, gc=False):
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Chunk(msgspec.Struct, gc=False):
+    choices: list[_Choice] | None = None
+    usage: Usage | None = None
+    error: Any = None
+
+
+_chunk_decoder: Final = msgspec.json.Decoder(_Chunk)
+
+
+def fit_message(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` fit for a message: secrets masked first, then shortened to one line."""
+    return clip(redact(text, secrets))
+
+
+class Answer:
+    """Feed it the upstream's bytes as they arrive; it returns the events each read completes.
+
+    Attributes:
+        finish: the ``finish_reason`` once one came (the answer is complete; usage and
+            ``[DONE]`` may still follow).
+    """
+
+    __slots__ = ("_decoder", "_ended", "_saw_done", "_secrets", "_where", "finish", "usage")
+
+    def __init__(self, where: str, secrets: tuple[str, ...]) -> None:
+        self._decoder = SSEDecoder()
+        self._where = where
+        self._secrets = secrets
+        self.finish: str | None = None
+        self.usage: Usage | msgspec.UnsetType = msgspec.UNSET
+        self._ended = False
+        self._saw_done = False
+
+    # Methods rather than attributes: ``feed`` changes them, and a type checker narrows an
+    # attribute (or property) it has tested as if no call in between could.
+    def has_ended(self) -> bool:
+        """A terminal event has been returned; nothing more will be."""
+        return self._ended
+
+    def got_done_marker(self) -> bool:
+        """The upstream sent ``[DONE]`` (so the rest of its body is just the end of framing)."""
+        return self._saw_done
+
+    def feed(self, chunk: bytes) -> list[ChatEvent]:
+        """The events that ``chunk`` completes; the last is terminal once :meth:`has_ended`."""
+        batch: list[ChatEvent] = []
+        for sse in self._decoder.feed(chunk):
+            if sse.event == "error":
+                return self._end(batch, self._failure(sse.data))
+            if sse.data == b"[DONE]":
+                self._saw_done = True
+                return self._end(batch, self.done())
+            if sse.event == "ping" or not sse.data:
+                continue
+            try:
+                parsed = _chunk_decoder.decode(sse.data)
+            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+                return self._end(batch, self._undecodable(sse.data, exc))
+            if parsed.error is not None:
+                return self._end(batch, self._failure(sse.data, parsed.error))
+            if parsed.usage is not None:
+                self.usage = parsed.usage
+            if not parsed.choices:
+                continue
+            choice = parsed.choices[0]
+            delta = choice.delta
+            if delta is not None:
+                reasoning = delta.reasoning_content or delta.reasoning
+                if reasoning and isinstance(reasoning, str):
+                    batch.append(ReasoningEvent(reasoning))
+                if delta.content:
+                    batch.append(DeltaEvent(delta.content))
+            if choice.finish_reason is not None:
+                if choice.finish_reason in _FAILED_FINISH:
+                    failed = UpstreamUnavailable(
+                        f"{self._where} stopped generating (finish_reason {choice.finish_reason!r}); try again"
+                    )
+                    return self._end(batch, error_event(failed))
+                self.finish = choice.finish_reason
+        return batch
+
+    def done(self) -> DoneEvent:
+        return DoneEvent(done=True, finish_reason=self.finish, usage=self.usage)
+
+    def end_of_stream(self) -> ChatEvent:
+        """The terminal event when the body ended without ``[DONE]``."""
+        if self.finish is not None:
+            return self.done()
+        return error_event(
+            StreamInterrupted(
+                f"{self._where} ended the answer before it finished (no finish_reason or [DONE]);"
+                " try again — if it keeps happening, the prompt may be too long for its context window"
+            )
+        )
+
+    def broken(self) -> ChatEvent:
+        """The terminal event when the connection failed mid-body."""
+        if self.finish is not None:
+            return self.done()
+        return error_event(StreamInterrupted(f"the connection to {self._where} broke mid-answer; try again"))
+
+    def silent(self) -> ChatEvent:
+        """The terminal event when the upstream went silent for longer than allowed."""
+        if self.finish is not None:
+            return self.done()
+        return error_event(UpstreamTimeout(f"{self._where} went silent for longer than the configured timeout"))
+
+    def _end(self, batch: list[ChatEvent], terminal: ChatEvent) -> list[ChatEvent]:
+        self._ended = True
+        batch.append(terminal)
+        return batch
+
+    def _undecodable(self, raw: bytes, exc: Exception) -> ChatEvent:
+        # An error object with a stray non-UTF-8 byte is still the upstream's error report.
+        try:
+            payload = decode_json(raw.decode("utf-8", "replace").encode())
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict) and payload.get("error") is not None:
+            return self._failure(raw, payload)
+        return error_event(
+            UpstreamProtocolError(clip(f"{self._where} sent a data line that is not a valid UTF-8 JSON chunk: {exc}"))
+        )
+
+    def _failure(self, raw: bytes, payload: object = None) -> ChatEvent:
+        if payload is None:
+            try:
+                payload = decode_json(raw)
+            except ValueError:
+                payload = raw.decode("utf-8", "replace")
+        if isinstance(payload, dict) and "error" in payload:
+            payload = payload["error"]
+        status, message = describe_error_payload(payload, default_status=500)
+        text = fit_message(f"{self._where} reported an error: {message}", self._secrets)
+        return error_event(error_for_status(status, text))
