@@ -17,7 +17,7 @@ import httpx
 import msgspec
 from dynaconf import Dynaconf
 
-from providers.config import ProviderConfig
+from providers.config import ProviderConfig, display_url
 from providers.registry import PROVIDER_KINDS
 
 __all__ = ("ENVIRONMENTS", "ConfigError", "Limits", "Settings", "load_settings")
@@ -125,7 +125,7 @@ def _base_url_problem(base_url: str) -> str | None:
         return f"is not {example}"
     if url.scheme not in ("http", "https") or not url.host:
         return f"is not {example}"
-    shown = str(url.copy_with(username=None, password=None, query=None, fragment=None))
+    shown = display_url(base_url)
     if url.query or url.fragment:
         return f"must have no query string or fragment (requests go to {{base_url}}/chat/completions): {shown}"
     if url.port is not None and not 1 <= url.port <= 65535:
@@ -213,12 +213,7 @@ def settings_from_mapping(raw: dict[str, Any], env: str) -> Settings:
         if not isinstance(provider, dict):
             raise _fail(f"providers.{name}", "must be a table (kind, base_url, model, …)")
         providers[name] = _convert(_as_strings(provider), ProviderConfig, f"providers.{name}")
-    try:
-        settings: Settings = _convert({**top, "providers": providers, "env": env}, Settings, "")
-    except ConfigError:
-        raise
-    except msgspec.ValidationError as exc:  # raised by __post_init__ checks wrapped by msgspec
-        raise ConfigError(str(exc)) from None
+    settings: Settings = _convert({**top, "providers": providers, "env": env}, Settings, "")
     return settings
 
 

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import httpx
 import msgspec
 
-__all__ = ("ProviderConfig",)
+__all__ = ("ProviderConfig", "display_url")
+
+
+def display_url(url: str) -> str:
+    """``url`` without user-info, query or fragment (where secrets hide), fit for messages and logs."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "<invalid URL>"
+    if not (parsed.userinfo or parsed.query or parsed.fragment):
+        return url
+    return str(parsed.copy_with(username=None, password=None, query=None, fragment=None))
 
 
 class ProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):

@@ -19,7 +19,7 @@ import httpx
 import msgspec
 
 from providers.base import ChatMessage, ChatParams
-from providers.config import ProviderConfig
+from providers.config import ProviderConfig, display_url
 from providers.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
@@ -30,7 +30,7 @@ from providers.events import ChatEvent, DeltaEvent, DoneEvent, ReasoningEvent, U
 from providers.openai_answer import Answer, fit_message
 from providers.upstream_errors import decode_json, describe_error_payload, message_of_body
 
-__all__ = ("OpenAICompatibleProvider", "OpenAIEventStream", "display_url")
+__all__ = ("OpenAICompatibleProvider", "OpenAIEventStream")
 
 _MAX_ERROR_BODY = 64 * 1024  # an error body is read to show its message, never more than this
 _STALE_CONNECTION: Final = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
@@ -49,15 +49,6 @@ class _UpstreamRequest(msgspec.Struct, omit_defaults=True):
 
 
 _request_encoder: Final = msgspec.json.Encoder()
-
-
-def display_url(url: str) -> str:
-    """``url`` without user-info, fit for messages and logs."""
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return "<invalid URL>"
-    return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
 
 
 class OpenAICompatibleProvider:
