@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import msgspec
 
 __all__ = (
+    "FRAMINGS",
     "HeldStreams",
     "HttpConn",
     "LoadResult",
@@ -46,9 +47,15 @@ class Sink(Protocol):
     def feed(self, data: bytes) -> None: ...
 
 
-def bench_model(tokens: int, per_write: int = 1, delay_ms: float = 0.0) -> str:
-    """The fake upstream's model name for a generated answer (see ``tests.fake_upstream``)."""
-    return f"bench:tokens={tokens}:per_write={per_write}:delay_ms={delay_ms:g}"
+FRAMINGS = ("event", "grouped")
+"""The fake upstream's bench framings (``tests.fake_upstream.BENCH_FRAMINGS``), the default first:
+``event`` sends every SSE event as its own HTTP chunk (as real servers do), ``grouped`` one
+HTTP chunk per upstream write."""
+
+
+def bench_model(tokens: int, per_write: int = 1, delay_ms: float = 0.0, framing: str = FRAMINGS[0]) -> str:
+    """The fake upstream's model name for a generated answer (see ``tests.fake_upstream.BenchSpec``)."""
+    return f"bench:tokens={tokens}:per_write={per_write}:delay_ms={delay_ms:g}:framing={framing}"
 
 
 def bench_text(tokens: int) -> str:

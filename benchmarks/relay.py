@@ -1,4 +1,4 @@
-"""Relay benchmark: CPU per 1,000 relayed tokens, time to first delta and RSS, service vs baseline.
+"""Relay benchmark: CPU per 1,000 relayed tokens, time to first delta and RSS: service vs baseline and floor.
 
 Not a test: it prints a figures table (``PERFORMANCE.md`` has the bar). One run starts, each as
 its own subprocess on 127.0.0.1:
@@ -6,7 +6,21 @@ its own subprocess on 127.0.0.1:
 - the fake upstream, ``python -m tests.fake_upstream`` (it generates the ``bench:…`` models);
 - the service under test, ``uvicorn app:create_app --factory`` (uvloop + httptools, no
   access log), pointed at the fake through ``AGENT_PROVIDERS__LOCAL__BASE_URL``;
-- the baseline, ``benchmarks/fastapi_relay.py``, under the same uvicorn flags.
+- the baseline, ``benchmarks/fastapi_relay.py``, under the same uvicorn flags;
+- the floor, ``python -m benchmarks.floor_relay`` (raw asyncio protocols on uvloop, one
+  upstream connection per request, content strings copied verbatim into NDJSON lines): an
+  estimate of the least CPU a relay needs, not a product.
+
+``--only`` picks any of them (default: all three); the table gives service / baseline and
+service / floor CPU ratios per scenario.
+
+Upstream framing: real servers (llama.cpp's server, vLLM, anything on Starlette/uvicorn) send
+each SSE event as its own HTTP chunk, and a relay whose HTTP client hands over one piece per
+HTTP chunk (httpx/h11) pays per event however many events a socket read brings. Every load
+scenario (TTFD, A, B, D) therefore runs once per ``--framings`` entry, in one run: ``event``
+(one HTTP chunk per event, the default and the figures that count) and ``grouped`` (the
+events of one upstream write in one HTTP chunk, flattering such relays). The table and the
+``--json`` output show both, labelled, the default first. M runs with the default only.
 
 The load client is this process (``benchmarks/_loadclient.py``: raw asyncio streams,
 keep-alive), so its CPU is not counted. CPU is the relay process's user+system CPU-seconds
@@ -14,13 +28,14 @@ keep-alive), so its CPU is not counted. CPU is the relay process's user+system C
 checked (the deltas must add up to the upstream's text, one ``done`` line must end it);
 failures are counted and printed, and make the exit status 1.
 
-Scenarios (counts are options; each load scenario runs ``--repeat`` times per relay, the
-relays taking turns, and the table shows the median):
+Scenarios (counts are options; each load scenario runs ``--repeat`` times per relay and
+framing, the relays taking turns, and the table shows the median):
 
-- TTFD: 1 client, sequential 20-token streams, interleaved direct / service / baseline; time
-  from sending the request to the first delta; "added" = relay − direct.
+- TTFD: 1 client, sequential 20-token streams, interleaved direct / service / baseline / floor;
+  time from sending the request to the first delta; "added" = relay − direct.
 - A: 1 client, 100 streams of 200 tokens, the upstream as fast as it can go (1 token/write).
-- B: 32 clients, 320 streams of 500 tokens, 50 tokens per upstream write.
+- B: 32 clients, 320 streams of 500 tokens, 50 tokens per upstream write (with ``event``
+  framing: 50 HTTP chunks in one socket write).
 - D: 64 clients, 128 streams of 200 tokens, one token per write, 10 ms apart.
 - M (memory, once per relay, not repeated): the relay's RSS idle; then, per cycle (two by
   default), with 1,000 open slow streams (the upstream sends the role chunk and one token, then
@@ -37,8 +52,9 @@ relays taking turns, and the table shows the median):
 
 Run from the repository root::
 
-    .venv/bin/python -m benchmarks.relay                     # everything, about 1 minute
-    .venv/bin/python -m benchmarks.relay --only baseline --scenarios ttfd,d --repeat 1
+    .venv/bin/python -m benchmarks.relay                     # everything, a few minutes
+    .venv/bin/python -m benchmarks.relay --only baseline,floor --scenarios ttfd,d --repeat 1
+    .venv/bin/python -m benchmarks.relay --framings event    # the default framing only
     .venv/bin/python -m benchmarks.relay --profile d         # py-spy profile of each relay in D
     .venv/bin/python -m benchmarks.relay --scenarios m --repeat 1   # memory only, about 30 s
 
@@ -72,6 +88,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 
 from benchmarks._loadclient import (
+    FRAMINGS,
     HOST,
     HeldStreams,
     HttpConn,
@@ -90,10 +107,11 @@ from benchmarks._loadclient import (
 __all__ = ("main",)
 
 REPO = Path(__file__).resolve().parents[1]
-RELAYS = ("service", "baseline")
+RELAYS = ("service", "baseline", "floor")
 SCENARIOS = ("ttfd", "a", "b", "d", "m")
 PROFILED = ("ttfd", "a", "b", "d")
-LABELS = {"service": "service (Litestar)", "baseline": "FastAPI baseline"}
+LABELS = {"service": "service (Litestar)", "baseline": "FastAPI baseline", "floor": "floor (raw asyncio)"}
+FRAMING_LABELS = {"event": "event (default)", "grouped": "grouped"}
 _PROFILE_EXT = {"raw": "txt", "flamegraph": "svg", "speedscope": "json"}
 
 
@@ -101,9 +119,17 @@ _PROFILE_EXT = {"raw": "txt", "flamegraph": "svg", "speedscope": "json"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Relay benchmark: service vs FastAPI baseline (see the module docstring).")
-    p.add_argument("--only", default=",".join(RELAYS), help="relays to run (default: service,baseline)")
+    p = argparse.ArgumentParser(
+        description="Relay benchmark: service vs FastAPI baseline and raw-asyncio floor (see the module docstring)."
+    )
+    p.add_argument("--only", default=",".join(RELAYS), help="relays to run (default: service,baseline,floor)")
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="any of ttfd,a,b,d,m (default: all)")
+    p.add_argument(
+        "--framings",
+        default=",".join(FRAMINGS),
+        help="upstream framings for ttfd,a,b,d: event (one HTTP chunk per SSE event, the default) "
+        "and/or grouped (one HTTP chunk per upstream write); default: event,grouped",
+    )
     p.add_argument("--repeat", type=int, default=3, help="runs of each load scenario per relay (median)")
     p.add_argument("--ttfd-requests", type=int, default=200, help="TTFD streams per target per repeat")
     p.add_argument("--ttfd-tokens", type=int, default=20)
@@ -163,6 +189,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.only = [r.strip() for r in args.only.split(",") if r.strip()]
     args.scenarios = [s.strip().lower() for s in args.scenarios.split(",") if s.strip()]
+    framings = [f.strip().lower() for f in args.framings.split(",") if f.strip()]
+    for f in framings:
+        if f not in FRAMINGS:
+            p.error(f"--framings: unknown framing {f!r} (choose from {', '.join(FRAMINGS)})")
+    args.framings = [f for f in FRAMINGS if f in framings]  # the default first
+    if not args.framings:
+        p.error("--framings: at least one")
     for r in args.only:
         if r not in RELAYS:
             p.error(f"--only: unknown relay {r!r} (choose from {', '.join(RELAYS)})")
@@ -266,6 +299,20 @@ def start_relay(name: str, args: argparse.Namespace, upstream: Server, logdir: P
         env["AGENT_PROVIDERS__LOCAL__BASE_URL"] = base_url
         env.setdefault("APP_ENV", "development")
         cmd = [args.python, "-m", "uvicorn", "app:create_app", "--factory", *flags]
+    elif name == "floor":
+        cmd = [
+            args.python,
+            "-m",
+            "benchmarks.floor_relay",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--upstream-host",
+            HOST,
+            "--upstream-port",
+            str(upstream.port),
+        ]
     else:
         env["BASELINE_UPSTREAM_BASE_URL"] = base_url
         cmd = [args.python, "-m", "uvicorn", args.baseline_app, *flags]
@@ -396,8 +443,10 @@ async def warm_up(target: Target, n: int, clients: int, stream_limit: float) -> 
     return fails
 
 
-async def ttfd_scenario(targets: list[Target], n: int, tokens: int, stream_limit: float) -> dict[str, LoadResult]:
-    model, expected = bench_model(tokens), bench_text(tokens)
+async def ttfd_scenario(
+    targets: list[Target], n: int, tokens: int, stream_limit: float, framing: str
+) -> dict[str, LoadResult]:
+    model, expected = bench_model(tokens, framing=framing), bench_text(tokens)
     conns = {t.name: HttpConn(HOST, t.port) for t in targets}
     results = {t.name: LoadResult() for t in targets}
     try:
@@ -411,8 +460,8 @@ async def ttfd_scenario(targets: list[Target], n: int, tokens: int, stream_limit
     return results
 
 
-def load_scenarios(args: argparse.Namespace) -> dict[str, tuple[str, int, int, int, str]]:
-    """key -> (title, clients, streams, tokens per stream, model)."""
+def load_scenarios(args: argparse.Namespace, framing: str) -> dict[str, tuple[str, int, int, int, str]]:
+    """key -> (title, clients, streams, tokens per stream, model), the upstream framing ``framing``."""
     a, b, d = args.a_tokens, args.b_tokens, args.d_tokens
     return {
         "a": (
@@ -420,14 +469,14 @@ def load_scenarios(args: argparse.Namespace) -> dict[str, tuple[str, int, int, i
             1,
             args.a_streams,
             a,
-            bench_model(a, args.a_per_write),
+            bench_model(a, args.a_per_write, framing=framing),
         ),
         "b": (
             f"B: {args.b_clients} clients, {args.b_streams} streams of {b} tokens, {args.b_per_write}/write, no delay",
             args.b_clients,
             args.b_streams,
             b,
-            bench_model(b, args.b_per_write),
+            bench_model(b, args.b_per_write, framing=framing),
         ),
         "d": (
             f"D: {args.d_clients} clients, {args.d_streams} streams of {d} tokens, "
@@ -435,7 +484,7 @@ def load_scenarios(args: argparse.Namespace) -> dict[str, tuple[str, int, int, i
             args.d_clients,
             args.d_streams,
             d,
-            bench_model(d, 1, args.d_delay_ms),
+            bench_model(d, 1, args.d_delay_ms, framing=framing),
         ),
     }
 
@@ -738,45 +787,89 @@ def summarize(runs: list[LoadResult]) -> dict[str, Any]:
     }
 
 
-def write_json(path: str, results: dict[str, dict[str, Any]]) -> None:
-    Path(path).write_text(json.dumps(results, indent=2))
+def ratios(results: dict[str, dict[str, Any]], framing: str) -> dict[str, dict[str, float | None]]:
+    """Service CPU per 1k tokens over the baseline's and the floor's, per load scenario."""
+    out: dict[str, dict[str, float | None]] = {}
+    svc = results.get("service", {}).get("framings", {}).get(framing, {})
+    for other in ("baseline", "floor"):
+        if "service" not in results or other not in results:
+            continue
+        oth = results[other].get("framings", {}).get(framing, {})
+        row: dict[str, float | None] = {}
+        for key in ("a", "b", "d"):
+            a = svc.get(key, {}).get("cpu_per_1k")
+            b = oth.get(key, {}).get("cpu_per_1k")
+            row[key] = a / b if a and b else None
+        out[f"service/{other}"] = row
+    return out
 
 
-def print_table(results: dict[str, dict[str, Any]]) -> None:
-    def cpu(name: str, key: str) -> str:
-        s = results[name].get(key)
+def write_json(path: str, results: dict[str, dict[str, Any]], framings: list[str]) -> None:
+    """The figures: per relay, ``rss_idle_mb``, ``framings.<framing>.<scenario>`` and ``m``."""
+    doc = {
+        "default_framing": FRAMINGS[0],
+        "framings": framings,
+        "framing_meaning": {
+            "event": "each SSE event its own HTTP chunk (as real servers send them)",
+            "grouped": "the events of one upstream write in one HTTP chunk",
+        },
+        "relays": results,
+        "cpu_ratios": {f: ratios(results, f) for f in framings},
+    }
+    Path(path).write_text(json.dumps(doc, indent=2))
+
+
+def print_table(results: dict[str, dict[str, Any]], framings: list[str]) -> None:
+    def fig(name: str, framing: str) -> dict[str, Any]:
+        f: dict[str, Any] = results[name].get("framings", {}).get(framing, {})
+        return f
+
+    def cpu(name: str, framing: str, key: str) -> str:
+        s = fig(name, framing).get(key)
         if not s:
             return "—"
         runs = s["cpu_per_1k_runs"]
         spread = f" ({min(runs):.4f}–{max(runs):.4f})" if len(runs) > 1 else ""
         return f"{s['cpu_per_1k']:.4f}{spread}"
 
-    def ttfd(name: str) -> str:
-        t = results[name].get("ttfd")
+    def ttfd(name: str, framing: str) -> str:
+        t = fig(name, framing).get("ttfd")
         return f"+{t['added_p50_ms']:.2f} / +{t['added_p99_ms']:.2f} ms" if t else "—"
 
-    def rss(name: str) -> str:
-        vals = [results[name][k]["rss_mb"] for k in ("a", "b", "d") if k in results[name]]
+    def rss(name: str, framing: str) -> str:
+        vals = [fig(name, framing)[k]["rss_mb"] for k in ("a", "b", "d") if k in fig(name, framing)]
         return f"{max(vals):.0f} MB" if vals else f"{results[name]['rss_idle_mb']:.0f} MB (idle)"
 
-    def fails(name: str) -> int:
-        return sum(v.get("failures", 0) for v in results[name].values() if isinstance(v, dict))
+    def fails(name: str, framing: str) -> int:
+        return sum(v.get("failures", 0) for v in fig(name, framing).values() if isinstance(v, dict))
 
-    print("\nCPU s per 1k tokens: median of the runs (min–max); TTFD added = relay − direct upstream.")
-    print("| relay | CPU s/1k tokens A | B | D | TTFD added p50 / p99 | RSS after A/B/D (max) | failed |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for name in results:
-        print(
-            f"| {LABELS[name]} | {cpu(name, 'a')} | {cpu(name, 'b')} | {cpu(name, 'd')} | "
-            f"{ttfd(name)} | {rss(name)} | {fails(name)} |"
-        )
-    if "service" in results and "baseline" in results:
-        ratios = []
-        for key in ("a", "b", "d"):
-            s = results["service"].get(key, {}).get("cpu_per_1k")
-            b = results["baseline"].get(key, {}).get("cpu_per_1k")
-            ratios.append(f"{s / b:.2f}" if s and b else "—")
-        print(f"| service / baseline (CPU) | {ratios[0]} | {ratios[1]} | {ratios[2]} | | | |")
+    if not any(fig(name, framing) for name in results for framing in framings):  # M only
+        print_memory_table(results)
+        return
+    print(
+        "\nCPU s per 1k tokens: median of the runs (min–max); TTFD added = relay − direct upstream.\n"
+        "Upstream framing: event = one HTTP chunk per SSE event, as real servers send them (the default, "
+        "the figures that count); grouped = one HTTP chunk per upstream write (flatters relays that "
+        "pay per HTTP chunk)."
+    )
+    print(
+        "| relay | upstream framing | CPU s/1k tokens A | B | D | TTFD added p50 / p99 "
+        "| RSS after A/B/D (max) | failed |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for framing in framings:
+        label = FRAMING_LABELS[framing]
+        if not any(fig(name, framing) for name in results):
+            continue
+        for name in results:
+            print(
+                f"| {LABELS[name]} | {label} | {cpu(name, framing, 'a')} | {cpu(name, framing, 'b')} | "
+                f"{cpu(name, framing, 'd')} | {ttfd(name, framing)} | {rss(name, framing)} | "
+                f"{fails(name, framing)} |"
+            )
+        for pair, row in ratios(results, framing).items():
+            vals = [f"{row[k]:.2f}" if row[k] else "—" for k in ("a", "b", "d")]
+            print(f"| {pair.replace('/', ' / ')} (CPU) | {label} | {vals[0]} | {vals[1]} | {vals[2]} | | | |")
     if any("m" in r for r in results.values()):
         print_memory_table(results)
 
@@ -789,7 +882,8 @@ def print_memory_table(results: dict[str, dict[str, Any]]) -> None:
 
     n = next(r["m"]["streams"] for r in results.values() if "m" in r)
     print(
-        f"\nMemory (M): relay RSS idle; with {n:,} open slow streams (KB/stream = (open − idle) / streams); "
+        f"\nMemory (M, {FRAMING_LABELS[FRAMINGS[0]]} framing): relay RSS idle; with {n:,} open slow streams "
+        f"(KB/stream = (open − idle) / streams); "
         f"after the client aborted them all; time until the fake upstream saw all of the relay's "
         f"upstream connections of those streams closed (contract: < 1 s). One row per cycle."
     )
@@ -839,7 +933,7 @@ async def run(args: argparse.Namespace) -> int:
             )
     logdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     servers: list[Server] = []
-    results: dict[str, dict[str, Any]] = {r: {} for r in args.only}
+    results: dict[str, dict[str, Any]] = {r: {"framings": {f: {} for f in args.framings}} for r in args.only}
     failures = 0
     ext = _PROFILE_EXT[args.profile_format]
     try:
@@ -877,84 +971,95 @@ async def run(args: argparse.Namespace) -> int:
 
         if "ttfd" in args.scenarios:
             n = args.ttfd_requests * args.repeat
-            print(f"\n== TTFD: 1 client, {n} sequential {args.ttfd_tokens}-token streams per target")
-            with contextlib.ExitStack() as stack:
-                for name, relay in relays.items():
-                    out = Path(args.profile_dir) / f"{name}-ttfd.{ext}"
-                    stack.enter_context(profiled(args.profile == "ttfd", relay, out, args.profile_format))
-                res = await ttfd_scenario([direct, *targets.values()], n, args.ttfd_tokens, args.stream_timeout)
-            d50, d99 = pct(res["direct"].ttfd, 50), pct(res["direct"].ttfd, 99)
-            print(f"  {'direct':9s} p50 {d50 * 1e3:7.3f} ms  p99 {d99 * 1e3:7.3f} ms")
-            print_failures("direct", res["direct"].failures)
-            failures += len(res["direct"].failures)
-            for name in targets:
-                r = res[name]
-                p50, p99 = pct(r.ttfd, 50), pct(r.ttfd, 99)
-                results[name]["ttfd"] = {
-                    "p50_ms": p50 * 1e3,
-                    "p99_ms": p99 * 1e3,
-                    "direct_p50_ms": d50 * 1e3,
-                    "direct_p99_ms": d99 * 1e3,
-                    "added_p50_ms": (p50 - d50) * 1e3,
-                    "added_p99_ms": (p99 - d99) * 1e3,
-                    "failures": len(r.failures),
-                }
+            for framing in args.framings:
                 print(
-                    f"  {name:9s} p50 {p50 * 1e3:7.3f} ms  p99 {p99 * 1e3:7.3f} ms   "
-                    f"added p50 {(p50 - d50) * 1e3:+.3f} ms  p99 {(p99 - d99) * 1e3:+.3f} ms"
+                    f"\n== TTFD [{framing} framing]: 1 client, {n} sequential {args.ttfd_tokens}-token streams "
+                    f"per target"
                 )
-                print_failures(name, r.failures)
-                failures += len(r.failures)
-
-        for key, (title, clients, streams, tokens, model) in load_scenarios(args).items():
-            if key not in args.scenarios:
-                continue
-            print(f"\n== {title}")
-            # Reference: the client straight on the fake, to show the fake is not the limit.
-            ref = LoadResult()
-            with measured(upstream, upstream, ref):
-                got = await run_streams(
-                    direct, clients, streams, model, tokens, args.stream_timeout, args.scenario_timeout
-                )
-            print(
-                f"  {'direct':9s}     {got.tokens / got.wall:,.0f} tok/s without a relay "
-                f"(upstream CPU {ref.cpu / max(got.tokens, 1) * 1000:.4f} s/1k tok, "
-                f"client CPU {ref.client_cpu:.2f} s)"
-            )
-            print_failures("direct", got.failures)
-            failures += len(got.failures)
-            runs: dict[str, list[LoadResult]] = {name: [] for name in targets}
-            for rep in range(args.repeat):
-                order = list(targets) if rep % 2 == 0 else list(targets)[::-1]  # take turns going first
-                for name in order:
-                    r = LoadResult()
-                    out = Path(args.profile_dir) / f"{name}-{key}.{ext}"
-                    prof = profiled(args.profile == key and rep == 0, relays[name], out, args.profile_format)
-                    conns0 = await upstream_connections(stats_conn)
-                    with prof, measured(relays[name], upstream, r):
-                        got = await run_streams(
-                            targets[name],
-                            clients,
-                            streams,
-                            model,
-                            tokens,
-                            args.stream_timeout,
-                            args.scenario_timeout,
-                        )
-                    r.upstream_conns = await upstream_connections(stats_conn) - conns0
-                    r.streams, r.tokens, r.wall, r.ttfd, r.failures = (
-                        got.streams,
-                        got.tokens,
-                        got.wall,
-                        got.ttfd,
-                        got.failures,
+                with contextlib.ExitStack() as stack:
+                    for name, relay in relays.items():
+                        out = Path(args.profile_dir) / f"{name}-ttfd.{ext}"
+                        prof = args.profile == "ttfd" and framing == args.framings[0]
+                        stack.enter_context(profiled(prof, relay, out, args.profile_format))
+                    res = await ttfd_scenario(
+                        [direct, *targets.values()], n, args.ttfd_tokens, args.stream_timeout, framing
                     )
-                    runs[name].append(r)
-                    print(run_line(name, rep, r))
+                d50, d99 = pct(res["direct"].ttfd, 50), pct(res["direct"].ttfd, 99)
+                print(f"  {'direct':9s} p50 {d50 * 1e3:7.3f} ms  p99 {d99 * 1e3:7.3f} ms")
+                print_failures("direct", res["direct"].failures)
+                failures += len(res["direct"].failures)
+                for name in targets:
+                    r = res[name]
+                    p50, p99 = pct(r.ttfd, 50), pct(r.ttfd, 99)
+                    results[name]["framings"][framing]["ttfd"] = {
+                        "p50_ms": p50 * 1e3,
+                        "p99_ms": p99 * 1e3,
+                        "direct_p50_ms": d50 * 1e3,
+                        "direct_p99_ms": d99 * 1e3,
+                        "added_p50_ms": (p50 - d50) * 1e3,
+                        "added_p99_ms": (p99 - d99) * 1e3,
+                        "failures": len(r.failures),
+                    }
+                    print(
+                        f"  {name:9s} p50 {p50 * 1e3:7.3f} ms  p99 {p99 * 1e3:7.3f} ms   "
+                        f"added p50 {(p50 - d50) * 1e3:+.3f} ms  p99 {(p99 - d99) * 1e3:+.3f} ms"
+                    )
                     print_failures(name, r.failures)
                     failures += len(r.failures)
-            for name, rs in runs.items():
-                results[name][key] = summarize(rs)
+
+        for key in ("a", "b", "d"):
+            if key not in args.scenarios:
+                continue
+            for framing in args.framings:  # one scenario's framings back to back: drift hits them alike
+                title, clients, streams, tokens, model = load_scenarios(args, framing)[key]
+                print(f"\n== {title} [{framing} framing]")
+                # Reference: the client straight on the fake, to show the fake is not the limit.
+                ref = LoadResult()
+                with measured(upstream, upstream, ref):
+                    got = await run_streams(
+                        direct, clients, streams, model, tokens, args.stream_timeout, args.scenario_timeout
+                    )
+                print(
+                    f"  {'direct':9s}     {got.tokens / got.wall:,.0f} tok/s without a relay "
+                    f"(upstream CPU {ref.cpu / max(got.tokens, 1) * 1000:.4f} s/1k tok, "
+                    f"client CPU {ref.client_cpu:.2f} s)"
+                )
+                print_failures("direct", got.failures)
+                failures += len(got.failures)
+                runs: dict[str, list[LoadResult]] = {name: [] for name in targets}
+                for rep in range(args.repeat):
+                    # take turns going first
+                    order = list(targets) if rep % 2 == 0 else list(targets)[::-1]
+                    for name in order:
+                        r = LoadResult()
+                        out = Path(args.profile_dir) / f"{name}-{key}.{ext}"
+                        prof_on = args.profile == key and rep == 0 and framing == args.framings[0]
+                        prof = profiled(prof_on, relays[name], out, args.profile_format)
+                        conns0 = await upstream_connections(stats_conn)
+                        with prof, measured(relays[name], upstream, r):
+                            got = await run_streams(
+                                targets[name],
+                                clients,
+                                streams,
+                                model,
+                                tokens,
+                                args.stream_timeout,
+                                args.scenario_timeout,
+                            )
+                        r.upstream_conns = await upstream_connections(stats_conn) - conns0
+                        r.streams, r.tokens, r.wall, r.ttfd, r.failures = (
+                            got.streams,
+                            got.tokens,
+                            got.wall,
+                            got.ttfd,
+                            got.failures,
+                        )
+                        runs[name].append(r)
+                        print(run_line(name, rep, r))
+                        print_failures(name, r.failures)
+                        failures += len(r.failures)
+                for name, rs in runs.items():
+                    results[name]["framings"][framing][key] = summarize(rs)
 
         if "m" in args.scenarios:
             print(
@@ -963,16 +1068,16 @@ async def run(args: argparse.Namespace) -> int:
             )
             for name, target in targets.items():
                 m = await memory_scenario(args, relays[name], upstream, target, stats_conn, m_streams)
-                results[name]["m"] = m
+                results[name]["m"] = {"framing": FRAMINGS[0], **m}
                 for line in memory_lines(name, m):
                     print(line)
                 if m["failures"]:
                     print(f"  !! {name}: {m['failures']} failed streams, e.g. {m['failure_examples']}")
                 failures += m["failures"]
 
-        print_table(results)
+        print_table(results, args.framings)
         if args.json:
-            write_json(args.json, results)
+            write_json(args.json, results, args.framings)
         for name, s in relays.items():
             if s.proc.poll() is not None:
                 print(f"!! {name} exited early ({s.proc.returncode}):\n{s.log_tail()}")

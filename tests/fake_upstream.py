@@ -16,8 +16,10 @@ As its own process (the benchmark's upstream)::
 
 Routes: ``POST /v1/chat/completions`` answers with the reply registered for the body's
 ``model`` (:meth:`FakeUpstream.on`), else the default reply. A model named like
-``bench:tokens=500:per_write=50:delay_ms=0`` generates ``tok1 tok2 …`` on the fly from
-pre-encoded bytes (see :func:`bench_text`). ``GET /v1/models`` lists the registered models;
+``bench:tokens=500:per_write=50:delay_ms=0:framing=event`` generates ``tok1 tok2 …`` on the
+fly from pre-encoded bytes (see :func:`bench_text` and :class:`BenchSpec`): ``per_write``
+events per socket write, each event its own HTTP chunk as real servers send them
+(``framing=grouped``: one HTTP chunk per write). ``GET /v1/models`` lists the registered models;
 ``GET /_fake/stats`` gives the connection and request counts (for a fake in another process).
 Anything else is a 404 with an OpenAI-style ``{"error": {...}}`` body.
 """
@@ -39,6 +41,7 @@ from types import TracebackType
 from typing import Any, TypeAlias
 
 __all__ = (
+    "BENCH_FRAMINGS",
     "BenchSpec",
     "FakeUpstream",
     "Recorded",
@@ -107,6 +110,10 @@ class Reply:
     """After the writes, drop the connection without ending the body (no terminating chunk)."""
     reset: bool = False
     """With ``close_abruptly``: close with a TCP RST (SO_LINGER 0) instead of a FIN."""
+    chunk_per_event: bool = False
+    """Chunked replies: frame each SSE event of a ``writes`` item as its own HTTP chunk, as real
+    servers do (the item is split after every blank line that ends an event; anything after the
+    last one is a chunk of its own); still one transport write per item. Off: one chunk per item."""
 
     @classmethod
     def json(cls, obj: object, status: int = 200, *, headers: dict[str, str] | None = None) -> Reply:
@@ -117,9 +124,9 @@ class Reply:
         return cls(status=status, headers=hdrs, writes=[json.dumps(obj).encode()], content_length=True)
 
     @classmethod
-    def sse(cls, tokens: list[str], *, delay: float = 0.0, **kwargs: Any) -> Reply:
-        """A normal streamed answer: :func:`sse_chunks` of ``tokens`` (kwargs go there)."""
-        return cls(writes=sse_chunks(tokens, **kwargs), delay=delay)
+    def sse(cls, tokens: list[str], *, delay: float = 0.0, chunk_per_event: bool = False, **kwargs: Any) -> Reply:
+        """A normal streamed answer: :func:`sse_chunks` of ``tokens`` (other kwargs go there)."""
+        return cls(writes=sse_chunks(tokens, **kwargs), delay=delay, chunk_per_event=chunk_per_event)
 
 
 @dataclasses.dataclass
@@ -228,18 +235,32 @@ def sse_chunks(
 # --------------------------------------------------------------------------- bench mode
 
 
+BENCH_FRAMINGS = ("event", "grouped")
+"""How a bench answer frames its events in HTTP chunks; the first is the default."""
+
+
 @dataclasses.dataclass(frozen=True)
 class BenchSpec:
-    """A generated answer, parsed from a model name like ``bench:tokens=500:per_write=50:delay_ms=0``."""
+    """A generated answer, parsed from a model name like ``bench:tokens=500:per_write=50:delay_ms=0``.
+
+    Every key is optional (``framing=grouped`` may be added): ``tokens`` tokens, ``per_write``
+    events per socket write (the role chunk rides with the first group, the tail with the last),
+    ``delay_ms`` between writes, and ``framing``: ``event`` (the default) makes every SSE event
+    its own HTTP chunk, as real servers (llama.cpp, vLLM, Starlette) send them; ``grouped``
+    packs each write's events into one HTTP chunk.
+    """
 
     tokens: int = 20
     per_write: int = 1
     delay_ms: float = 0.0
+    framing: str = "event"
 
     @property
     def model(self) -> str:
-        """The model name that asks for this answer."""
-        return f"bench:tokens={self.tokens}:per_write={self.per_write}:delay_ms={self.delay_ms:g}"
+        """The model name that asks for this answer (:func:`parse_bench_model` gives it back)."""
+        return (
+            f"bench:tokens={self.tokens}:per_write={self.per_write}:delay_ms={self.delay_ms:g}:framing={self.framing}"
+        )
 
 
 def parse_bench_model(model: str) -> BenchSpec | None:
@@ -250,20 +271,32 @@ def parse_bench_model(model: str) -> BenchSpec | None:
     if parts[0] != "bench":
         return None
     values: dict[str, float] = {}
+    framing = BENCH_FRAMINGS[0]
     for part in parts[1:]:
         key, sep, val = part.partition("=")
-        if not sep or key not in ("tokens", "per_write", "delay_ms"):
+        if not sep:
+            return None
+        if key == "framing":
+            if val not in BENCH_FRAMINGS:
+                return None
+            framing = val
+            continue
+        if key not in ("tokens", "per_write", "delay_ms"):
             return None
         try:
             values[key] = float(val)
         except ValueError:
             return None
-    spec = BenchSpec(
-        tokens=int(values.get("tokens", 20)),
-        per_write=int(values.get("per_write", 1)),
-        delay_ms=values.get("delay_ms", 0.0),
-    )
-    if spec.tokens < 0 or spec.per_write < 1 or spec.delay_ms < 0 or spec.tokens > 10_000_000:
+    try:
+        spec = BenchSpec(
+            tokens=int(values.get("tokens", 20)),
+            per_write=int(values.get("per_write", 1)),
+            delay_ms=values.get("delay_ms", 0.0),
+            framing=framing,
+        )
+    except (ValueError, OverflowError):  # nan / inf counts
+        return None
+    if not (0 <= spec.tokens <= 10_000_000 and spec.per_write >= 1 and spec.delay_ms >= 0):
         return None
     return spec
 
@@ -274,18 +307,25 @@ def bench_text(tokens: int) -> str:
 
 
 def _bench_writes(spec: BenchSpec, model: str) -> list[bytes]:
-    """Chunked-framed writes for a bench answer: exactly ceil(tokens / per_write) of them.
+    """Chunked-framed writes for a bench answer: exactly max(1, ceil(tokens / per_write)) of them.
 
     The role chunk rides with the first group of tokens and the tail (finish, usage,
     ``[DONE]``, terminating chunk) with the last, so each write carries ``per_write`` tokens.
+    ``framing=event``: each event is its own HTTP chunk; ``grouped``: a write's token events
+    are one chunk (the role chunk included) and its tail events another.
     """
     toks = [f"tok{i} " for i in range(1, spec.tokens + 1)]
     usage = {"prompt_tokens": 5, "completion_tokens": spec.tokens, "total_tokens": spec.tokens + 5}
     role, body, tail = _sse_events(toks, finish_reason="stop", usage=usage, done=True, model=model)
-    groups = [b"".join(body[i : i + spec.per_write]) for i in range(0, len(body), spec.per_write)] or [b""]
-    groups[0] = role + groups[0]
-    framed = [_frame_chunk(g) for g in groups]
-    framed[-1] += _frame_chunk(b"".join(tail)) + b"0\r\n\r\n"
+    groups = [body[i : i + spec.per_write] for i in range(0, len(body), spec.per_write)] or [[]]
+    groups[0] = [role, *groups[0]]
+    if spec.framing == "grouped":
+        framed = [_frame_chunk(b"".join(g)) for g in groups]
+        framed[-1] += _frame_chunk(b"".join(tail))
+    else:
+        groups[-1] = [*groups[-1], *tail]
+        framed = [b"".join(_frame_chunk(ev) for ev in g) for g in groups]
+    framed[-1] += b"0\r\n\r\n"
     return framed
 
 
@@ -293,6 +333,17 @@ def _frame_chunk(data: bytes) -> bytes:
     if not data:
         return b""
     return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def _frame_events(data: bytes) -> bytes:
+    """``data`` framed one HTTP chunk per SSE event (split after each event-ending blank line; the rest is one more)."""
+    out: list[bytes] = []
+    start = 0
+    while (end := data.find(b"\n\n", start)) >= 0:
+        out.append(_frame_chunk(data[start : end + 2]))
+        start = end + 2
+    out.append(_frame_chunk(data[start:]))
+    return b"".join(out)
 
 
 _BENCH_HEAD = (
@@ -686,7 +737,12 @@ class FakeUpstream:
                 if rec.disconnected_at is not None:
                     return False, False
                 if data:
-                    writer.write(_frame_chunk(data) if chunked else data)
+                    if not chunked:
+                        writer.write(data)
+                    elif reply.chunk_per_event:
+                        writer.write(_frame_events(data))
+                    else:
+                        writer.write(_frame_chunk(data))
                     await writer.drain()
                 rec.writes_done = i + 1
             if reply.hold_open:
