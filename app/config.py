@@ -17,8 +17,8 @@ import httpx
 import msgspec
 from dynaconf import Dynaconf
 
-from providers.config import ProviderConfig, display_url
-from providers.registry import PROVIDER_KINDS
+from providers.config import OpenAIConfig, display_url
+from providers.kinds import DEFAULT_KIND, PROVIDER_KINDS, ProviderConfig
 
 __all__ = ("ENVIRONMENTS", "ConfigError", "Limits", "Settings", "load_settings")
 
@@ -38,6 +38,7 @@ class Limits(msgspec.Struct, kw_only=True):
     """Bounds on what one request may ask for."""
 
     max_message_chars: int = 32_000
+    max_prompt_chars: int = 200_000
     max_body_bytes: int = 1_048_576
     max_upstream_connections: int = 1_000
 
@@ -50,7 +51,7 @@ class Settings(msgspec.Struct, kw_only=True):
     port: int = 8000
     cors_origins: list[str] = msgspec.field(default_factory=lambda: ["http://localhost:5173"])
     default_provider: str = "local"
-    providers: dict[str, ProviderConfig] = msgspec.field(default_factory=lambda: {"local": ProviderConfig()})
+    providers: dict[str, ProviderConfig] = msgspec.field(default_factory=lambda: {"local": OpenAIConfig()})
     limits: Limits = msgspec.field(default_factory=Limits)
     log_level: str = "info"
 
@@ -93,7 +94,7 @@ def _check(settings: Settings) -> None:
             f"{settings.default_provider!r} is not a configured provider"
             f" (configured: {', '.join(sorted(settings.providers))})",
         )
-    for field in ("max_message_chars", "max_body_bytes", "max_upstream_connections"):
+    for field in ("max_message_chars", "max_prompt_chars", "max_body_bytes", "max_upstream_connections"):
         if getattr(settings.limits, field) < 1:
             raise _fail(f"limits.{field}", "must be at least 1")
 
@@ -138,11 +139,6 @@ def _base_url_problem(base_url: str) -> str | None:
 
 def _check_provider(name: str, provider: ProviderConfig) -> None:
     key = f"providers.{name}"
-    if provider.kind not in PROVIDER_KINDS:
-        raise _fail(
-            f"{key}.kind",
-            f"unknown provider kind {provider.kind!r} (known: {', '.join(sorted(PROVIDER_KINDS))})",
-        )
     problem = _base_url_problem(provider.base_url)
     if problem:
         raise _fail(f"{key}.base_url", problem)
@@ -212,7 +208,14 @@ def settings_from_mapping(raw: dict[str, Any], env: str) -> Settings:
     for name, provider in providers_raw.items():
         if not isinstance(provider, dict):
             raise _fail(f"providers.{name}", "must be a table (kind, base_url, model, …)")
-        providers[name] = _convert(_as_strings(provider), ProviderConfig, f"providers.{name}")
+        fields = _as_strings(provider)
+        kind = fields.setdefault("kind", DEFAULT_KIND)
+        if kind not in PROVIDER_KINDS:
+            raise _fail(
+                f"providers.{name}.kind",
+                f"unknown provider kind {kind!r} (known: {', '.join(sorted(PROVIDER_KINDS))})",
+            )
+        providers[name] = _convert(fields, PROVIDER_KINDS[kind].config, f"providers.{name}")
     settings: Settings = _convert({**top, "providers": providers, "env": env}, Settings, "")
     return settings
 

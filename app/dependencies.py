@@ -1,92 +1,39 @@
-"""Per-request dependencies: the validated request, its resolved parameters, and its provider."""
+"""Per-request dependencies: the pipeline, and the request resolved into a chat plan."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import msgspec
+from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, SkipValidation
 
-from app.config import Settings
-from app.schemas import ChatRequest
-from providers.base import ChatMessage, ChatParams, LLMProvider
-from providers.errors import InvalidRequest
-from providers.registry import ProviderRegistry
+from app.chat import ChatPipeline, ChatPlan, ChatRequest
+from app.principal import client_address, principal_of
 
-__all__ = ("DEPENDENCIES", "provide_chat_params", "provide_provider")
+__all__ = ("DEPENDENCIES", "provide_chat_plan", "provide_pipeline")
 
 
-def provide_settings(state: State) -> Settings:
-    settings: Settings = state.settings
-    return settings
+def provide_pipeline(state: State) -> ChatPipeline:
+    pipeline: ChatPipeline = state.pipeline
+    return pipeline
 
 
-def provide_registry(state: State) -> ProviderRegistry:
-    registry: ProviderRegistry = state.registry
-    return registry
-
-
-def _validate(data: Any, max_message_chars: int) -> ChatRequest:
-    if not isinstance(data, dict):
-        raise InvalidRequest('the request body must be a JSON object such as {"message": "Hello"}')
-    try:
-        # strict: "1.5" is not a number and 1 is not a string, whatever a lax parser would say.
-        request = msgspec.convert(data, ChatRequest, strict=True)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"invalid request body: {exc}") from None
-    if request.message is not None and len(request.message) > max_message_chars:
-        raise InvalidRequest(f"message is longer than the limit of {max_message_chars} characters")
-    if request.message is None and not request.messages:
-        raise InvalidRequest('nothing to answer: send "message" (or a non-empty "messages" list)')
-    return request
-
-
-async def provide_chat_params(
+def provide_chat_plan(
+    request: Request[Any, Any, Any],
     data: JSONBody[SkipValidation[ChatRequest]],
-    registry: NamedDependency[SkipValidation[ProviderRegistry]],
-    settings: NamedDependency[SkipValidation[Settings]],
-) -> ChatParams:
-    """Validate the body and resolve which provider and model answer it.
+    pipeline: NamedDependency[SkipValidation[ChatPipeline]],
+) -> ChatPlan:
+    """Validate the body (strictly: ``SkipValidation`` hands over the decoded JSON) and resolve who answers it.
 
     Raises:
-        InvalidRequest: the body is not a valid chat request.
+        AgentError: the body is not a valid chat request, or names an unknown provider.
     """
-    request = _validate(data, settings.limits.max_message_chars)
-    provider, model = registry.resolve(request.model)
-    messages: list[ChatMessage] = []
-    if request.system is not None:
-        messages.append(ChatMessage("system", request.system))
-    if request.messages:
-        messages.extend(request.messages)
-    if request.message is not None:
-        messages.append(ChatMessage("user", request.message))
-    return ChatParams(
-        provider=provider,
-        model=model,
-        messages=messages,
-        max_tokens=request.max_tokens or registry.config(provider).max_tokens,
-        temperature=request.temperature,
-        top_p=request.top_p,
-    )
-
-
-def provide_provider(
-    params: NamedDependency[SkipValidation[ChatParams]],
-    registry: NamedDependency[SkipValidation[ProviderRegistry]],
-    data: JSONBody[SkipValidation[ChatRequest]],
-) -> LLMProvider:
-    """The provider the request's ``model`` names (or the default one)."""
-    # ``data`` is unused here, but Litestar 2.25 raises KeyError('data') at start-up when a
-    # dependency reaches the body only through another dependency; declaring it avoids that.
-    del data
-    return registry.get(params.provider)
+    return pipeline.plan(data, principal_of(request), client_address(request))
 
 
 DEPENDENCIES = {
-    "settings": Provide(provide_settings, sync_to_thread=False),
-    "registry": Provide(provide_registry, sync_to_thread=False),
-    "params": Provide(provide_chat_params),
-    "provider": Provide(provide_provider, sync_to_thread=False),
+    "pipeline": Provide(provide_pipeline, sync_to_thread=False),
+    "plan": Provide(provide_chat_plan, sync_to_thread=False),
 }

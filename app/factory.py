@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.logging import LoggingConfig
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
-from app.chat import ChatController
+from app.chat import ChatFeature, ChatPipeline, ChatPlan, ChatRequest
 from app.cli import HostPortFromSettings
 from app.config import Settings, load_settings
+from app.cors import PreflightRefusals
 from app.dependencies import DEPENDENCIES
 from app.errors import EXCEPTION_HANDLERS
 from app.health import health, health_head
 from app.lifespan import upstream_client
+from app.openapi import docs_assets_router, openapi_config
 from app.request import JSONSafeRequest
-from app.schemas import ChatRequest
-from providers.base import ChatParams, LLMProvider
+from app.transports.ndjson import ChatController
 from providers.registry import ProviderRegistry
 
 __all__ = ("create_app",)
@@ -35,45 +34,45 @@ def create_app(
     *,
     registry: ProviderRegistry | None = None,
     dependencies: Mapping[str, Provide] | None = None,
+    features: Sequence[ChatFeature] = (),
 ) -> Litestar:
     """Build the application.
 
     Args:
         settings: the configuration; loaded from the settings files and environment if not given.
         registry: providers to use instead of building them from ``settings`` (tests).
-        dependencies: dependency overrides by name, e.g. ``{"provider": Provide(fake)}`` (tests).
+        dependencies: dependency overrides by name (tests).
+        features: chat features to add to the ones the settings turn on (tests).
 
     Returns:
-        The Litestar app; its lifespan opens the shared upstream client.
+        The Litestar app; its lifespan opens the shared upstream client and the chat pipeline.
     """
     if settings is None:
         settings = load_settings_or_exit()
-    return Litestar(
+    cors = CORSConfig(
+        allow_origins=list(settings.cors_origins),
+        allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
+        expose_headers=["Retry-After", "X-Request-ID"],
+        max_age=600,
+    )
+    app = Litestar(
         # On a router, not the app: app-level dependencies that read the body would make the
         # OpenAPI document claim that every route (even GET /health) takes a ChatRequest.
         route_handlers=[
             Router("/", route_handlers=[ChatController], dependencies={**DEPENDENCIES, **(dependencies or {})}),
             health,
             health_head,
+            docs_assets_router(),
         ],
-        state=State({"settings": settings, "registry": registry}),
+        state=State({"settings": settings, "registry": registry, "extra_features": tuple(features)}),
         lifespan=[upstream_client],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        cors_config=CORSConfig(
-            allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
-            expose_headers=["Retry-After", "X-Request-ID"],
-            max_age=600,
-        ),
+        cors_config=cors,
         request_max_body_size=settings.limits.max_body_bytes,
         request_class=JSONSafeRequest,
-        openapi_config=OpenAPIConfig(
-            title="Agent Backend",
-            version=_VERSION,
-            description="Relays a local LLM server's streamed answer to the browser as NDJSON.",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin()],
+        openapi_config=openapi_config(
+            _VERSION, "Relays a local LLM server's streamed answer to the browser as NDJSON."
         ),
         logging_config=LoggingConfig(
             root={"level": settings.log_level.upper(), "handlers": ["queue_listener"]},
@@ -86,12 +85,11 @@ def create_app(
             },
         ),
         plugins=[HostPortFromSettings(settings)],
-        signature_namespace={
-            "ChatParams": ChatParams,
-            "LLMProvider": LLMProvider,
-            "ChatRequest": ChatRequest,
-        },
+        signature_namespace={"ChatPlan": ChatPlan, "ChatPipeline": ChatPipeline, "ChatRequest": ChatRequest},
     )
+    # Litestar answers a refused CORS preflight with text/plain from inside its own middleware.
+    app.asgi_handler = PreflightRefusals(app.asgi_handler, cors)
+    return app
 
 
 def load_settings_or_exit() -> Settings:

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Request
 
-from providers.errors import InvalidRequest
+from app.errors import InvalidRequest
 
 __all__ = ("JSONSafeRequest",)
 

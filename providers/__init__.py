@@ -1,15 +1,12 @@
-"""LLM providers: the protocol, the events they yield, and the OpenAI-compatible implementation."""
+"""LLM providers: the protocol, the events they yield, the upstream errors, and the provider kinds."""
 
 from __future__ import annotations
 
 from providers.base import ChatMessage, ChatParams, EventStream, LLMProvider
-from providers.config import ProviderConfig
+from providers.config import HTTPProviderConfig, OpenAIConfig
 from providers.errors import (
     AgentError,
-    InvalidRequest,
     ModelNotFound,
-    NotFound,
-    PayloadTooLarge,
     RateLimited,
     StreamInterrupted,
     UpstreamProtocolError,
@@ -28,11 +25,15 @@ from providers.events import (
     ReasoningEvent,
     Usage,
 )
+from providers.http import HTTPEventStream, ReadyEventStream, StreamParser, UpstreamHTTP
+from providers.kinds import DEFAULT_KIND, PROVIDER_KINDS, ProviderConfig, ProviderKind
 from providers.openai import OpenAICompatibleProvider
-from providers.registry import PROVIDER_KINDS, ProviderRegistry
+from providers.openai_answer import OpenAIAnswer, PromptSize
+from providers.registry import ProviderRegistry
 from providers.sse import ServerSentEvent, SSEDecoder
 
 __all__ = (
+    "DEFAULT_KIND",
     "PROVIDER_KINDS",
     "AgentError",
     "ChatEvent",
@@ -43,21 +44,27 @@ __all__ = (
     "ErrorEvent",
     "ErrorInfo",
     "EventStream",
-    "InvalidRequest",
+    "HTTPEventStream",
+    "HTTPProviderConfig",
     "LLMProvider",
     "Meta",
     "MetaEvent",
     "ModelNotFound",
-    "NotFound",
+    "OpenAIAnswer",
     "OpenAICompatibleProvider",
-    "PayloadTooLarge",
+    "OpenAIConfig",
+    "PromptSize",
     "ProviderConfig",
+    "ProviderKind",
     "ProviderRegistry",
     "RateLimited",
+    "ReadyEventStream",
     "ReasoningEvent",
     "SSEDecoder",
     "ServerSentEvent",
     "StreamInterrupted",
+    "StreamParser",
+    "UpstreamHTTP",
     "UpstreamProtocolError",
     "UpstreamRejected",
     "UpstreamTimeout",

@@ -7,7 +7,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from providers.events import ChatEvent
+from providers.events import ChatEvent, Meta
 
 __all__ = ("ChatMessage", "ChatParams", "EventStream", "LLMProvider")
 
@@ -20,12 +20,14 @@ class ChatMessage(msgspec.Struct, gc=False):
 
 
 class ChatParams(msgspec.Struct, kw_only=True):
-    """One fully resolved request: which provider, which model, what to send."""
+    """What to ask an upstream, independent of which provider answers (so a fallback can take it as it is).
 
-    provider: str
-    model: str
+    ``model`` and ``max_tokens`` left ``None`` mean the answering provider's own defaults.
+    """
+
     messages: list[ChatMessage]
-    max_tokens: int
+    model: str | None = None
+    max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
 
@@ -33,16 +35,20 @@ class ChatParams(msgspec.Struct, kw_only=True):
 class EventStream(Protocol):
     """An answer whose upstream has already said yes (its headers are in).
 
-    Iterating yields batches, never empty: all the events that one upstream read produced, so
-    a transport can send them in one write. The last batch ends with a ``DoneEvent`` or
-    ``ErrorEvent``; a provider may instead raise an ``AgentError``, which ends the stream as
-    that error's line.
+    ``meta`` says who answers: the provider's name and the model it was asked for (or the one
+    it reported, where it reports one before the first event). Iterating yields batches, never
+    empty: all the events that one upstream read produced, so a transport can send them in one
+    write. The last batch ends with a ``DoneEvent`` or ``ErrorEvent``; a provider may instead
+    raise an ``AgentError``. Whoever opened the stream closes it with :meth:`aclose`, once.
     """
+
+    @property
+    def meta(self) -> Meta: ...
 
     def __aiter__(self) -> AsyncIterator[Sequence[ChatEvent]]: ...
 
     async def aclose(self) -> None:
-        """Release the upstream connection; safe to call more than once, and before iterating."""
+        """Release the upstream connection; safe before iterating, during it and after it."""
         ...
 
 

@@ -1,12 +1,11 @@
 """The error codes of the contract, as one exception hierarchy.
 
 Every failure the service reports carries a ``code`` from the contract, an HTTP ``status`` for
-when it happens before the response starts, and whether a retry may help:
+when it happens before the response starts, and whether a retry may help. These are the errors
+of talking to an upstream, which providers raise or yield; the errors only the service itself
+raises (``invalid_request``, ``unauthorized``, ``conflict``, …) extend the tree in :mod:`app.errors`.
 
 * ``AgentError`` (base; ``internal_error``, 500)
-    * ``InvalidRequest`` (``invalid_request``, 400)
-    * ``PayloadTooLarge`` (``payload_too_large``, 413)
-    * ``NotFound`` (``not_found``, 404)
     * ``ModelNotFound`` (``model_not_found``, 404)
     * ``RateLimited`` (``rate_limited``, 429, retryable)
     * ``UpstreamUnavailable`` (``upstream_unavailable``, 502 or the upstream's 503, retryable)
@@ -25,10 +24,7 @@ from typing import ClassVar
 
 __all__ = (
     "AgentError",
-    "InvalidRequest",
     "ModelNotFound",
-    "NotFound",
-    "PayloadTooLarge",
     "RateLimited",
     "StreamInterrupted",
     "UpstreamProtocolError",
@@ -56,24 +52,6 @@ class AgentError(Exception):
         self.message = message
         self.status = status or self.default_status
         self.retry_after = retry_after
-
-
-class InvalidRequest(AgentError):
-    code = "invalid_request"
-    title = "Invalid request"
-    default_status = 400
-
-
-class PayloadTooLarge(AgentError):
-    code = "payload_too_large"
-    title = "Payload too large"
-    default_status = 413
-
-
-class NotFound(AgentError):
-    code = "not_found"
-    title = "Not found"
-    default_status = 404
 
 
 class ModelNotFound(AgentError):

@@ -1,8 +1,9 @@
 """One streamed OpenAI-style answer, from SSE bytes to events: a small state machine.
 
 It remembers what the end of an answer needs (``finish_reason``, ``usage``) and knows when the
-answer has ended (``[DONE]``, an error, or a failed finish). Network reads, timeouts and closing
-the connection belong to the caller (:mod:`providers.openai`).
+answer has ended (``[DONE]``, an error, or a failed finish). It is the OpenAI kind's
+:class:`providers.http.StreamParser`; network reads, timeouts and the connection belong to
+:class:`providers.http.HTTPEventStream`.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ import msgspec
 from providers.errors import (
     StreamInterrupted,
     UpstreamProtocolError,
+    UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
     error_for_status,
-    redact,
 )
 from providers.events import ChatEvent, DeltaEvent, DoneEvent, ReasoningEvent, Usage, error_event
+from providers.http import fit_message
 from providers.sse import SSEDecoder
 from providers.upstream_errors import clip, decode_json, describe_error_payload
 
-__all__ = ("Answer", "fit_message")
+__all__ = ("OpenAIAnswer", "PromptSize")
 
 _FAILED_FINISH: Final = frozenset({"error", "abort"})  # vLLM: the generation broke, not finished
 
@@ -49,12 +51,18 @@ class _Chunk(msgspec.Struct, gc=False):
 _chunk_decoder: Final = msgspec.json.Decoder(_Chunk)
 
 
-def fit_message(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` fit for a message: secrets masked first, then shortened to one line."""
-    return clip(redact(text, secrets))
+class PromptSize(msgspec.Struct, frozen=True, gc=False):
+    """How big the prompt was, against the model's context window where the server reports one."""
+
+    chars: int
+    context_tokens: int | None = None
+
+    def probably_too_long(self) -> bool:
+        """The prompt likely filled the context window (about 4 characters a token)."""
+        return self.context_tokens is not None and self.chars / 4 >= 0.8 * self.context_tokens
 
 
-class Answer:
+class OpenAIAnswer:
     """Feed it the upstream's bytes as they arrive; it returns the events each read completes.
 
     Attributes:
@@ -62,16 +70,18 @@ class Answer:
             ``[DONE]`` may still follow).
     """
 
-    __slots__ = ("_decoder", "_ended", "_saw_done", "_secrets", "_where", "finish", "usage")
+    __slots__ = ("_decoder", "_ended", "_prompt", "_said", "_saw_done", "_secrets", "_where", "finish", "usage")
 
-    def __init__(self, where: str, secrets: tuple[str, ...]) -> None:
+    def __init__(self, where: str, secrets: tuple[str, ...], prompt: PromptSize | None = None) -> None:
         self._decoder = SSEDecoder()
         self._where = where
         self._secrets = secrets
+        self._prompt = prompt
         self.finish: str | None = None
         self.usage: Usage | msgspec.UnsetType = msgspec.UNSET
         self._ended = False
         self._saw_done = False
+        self._said = False  # any text (answer or reasoning) has come
 
     # Methods rather than attributes: ``feed`` changes them, and a type checker narrows an
     # attribute (or property) it has tested as if no call in between could.
@@ -79,9 +89,13 @@ class Answer:
         """A terminal event has been returned; nothing more will be."""
         return self._ended
 
-    def got_done_marker(self) -> bool:
+    def ended_cleanly(self) -> bool:
         """The upstream sent ``[DONE]`` (so the rest of its body is just the end of framing)."""
         return self._saw_done
+
+    def finished(self) -> bool:
+        """A ``finish_reason`` came: the answer is complete; usage and ``[DONE]`` may still follow."""
+        return self.finish is not None
 
     def feed(self, chunk: bytes) -> list[ChatEvent]:
         """The events that ``chunk`` completes; the last is terminal once :meth:`has_ended`."""
@@ -110,8 +124,10 @@ class Answer:
                 reasoning = delta.reasoning_content or delta.reasoning
                 if reasoning and isinstance(reasoning, str):
                     batch.append(ReasoningEvent(reasoning))
+                    self._said = True
                 if delta.content:
                     batch.append(DeltaEvent(delta.content))
+                    self._said = True
             if choice.finish_reason is not None:
                 if choice.finish_reason in _FAILED_FINISH:
                     failed = UpstreamUnavailable(
@@ -128,10 +144,27 @@ class Answer:
         """The terminal event when the body ended without ``[DONE]``."""
         if self.finish is not None:
             return self.done()
+        prompt = self._prompt
+        if not self._said and prompt is not None and prompt.probably_too_long():
+            # llama.cpp's servers answer a prompt over the context window with an empty answer:
+            # retrying the same prompt fails the same way.
+            return error_event(
+                UpstreamRejected(
+                    f"{self._where} ended the answer without a word: the prompt ({prompt.chars} characters) is"
+                    f" probably too long for the model's context window of {prompt.context_tokens} tokens"
+                    " — shorten it or start a new conversation"
+                )
+            )
+        if not self._said:
+            return error_event(
+                StreamInterrupted(
+                    f"{self._where} ended the answer before it began (no text, no finish_reason): if the prompt is"
+                    " long, it may not fit the model's context window — shorten it; otherwise try again"
+                )
+            )
         return error_event(
             StreamInterrupted(
-                f"{self._where} ended the answer before it finished (no finish_reason or [DONE]);"
-                " try again — if it keeps happening, the prompt may be too long for its context window"
+                f"{self._where} ended the answer before it finished (no finish_reason or [DONE]); try again"
             )
         )
 

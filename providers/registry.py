@@ -1,56 +1,50 @@
-"""Named providers built from configuration, and resolution of a request's ``model`` field."""
+"""The configured providers by name, each built by its kind over one shared HTTP client."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TypeAlias
+from collections.abc import Mapping
 
 import httpx
 
 from providers.base import LLMProvider
-from providers.config import ProviderConfig
 from providers.errors import ModelNotFound
-from providers.openai import OpenAICompatibleProvider
+from providers.kinds import PROVIDER_KINDS, ProviderConfig
 
-__all__ = ("PROVIDER_KINDS", "ProviderFactory", "ProviderRegistry")
-
-ProviderFactory: TypeAlias = Callable[[str, ProviderConfig, httpx.AsyncClient], LLMProvider]
-
-#: Provider implementations by the ``kind`` a configuration names.
-PROVIDER_KINDS: Mapping[str, ProviderFactory] = {
-    "openai": OpenAICompatibleProvider,
-}
+__all__ = ("ProviderRegistry",)
 
 
 class ProviderRegistry:
-    """The configured providers, by lower-case name."""
+    """The configured providers, by lower-case name, and which one is the default."""
 
     __slots__ = ("_configs", "_providers", "default")
 
     def __init__(
         self,
-        configs: Mapping[str, ProviderConfig],
-        default: str,
         providers: Mapping[str, LLMProvider],
+        default: str,
+        configs: Mapping[str, ProviderConfig] | None = None,
     ) -> None:
-        self._configs = {name.lower(): config for name, config in configs.items()}
         self._providers = {name.lower(): provider for name, provider in providers.items()}
+        self._configs = {name.lower(): config for name, config in (configs or {}).items()}
         self.default = default.lower()
+        if self.default not in self._providers:
+            raise ValueError(f"the default provider {default!r} is not among {sorted(self._providers)}")
 
     @classmethod
     def build(cls, configs: Mapping[str, ProviderConfig], default: str, client: httpx.AsyncClient) -> ProviderRegistry:
-        """Instantiate every configured provider over one shared HTTP client."""
+        """Instantiate every configured provider by its kind, over one shared HTTP client."""
         providers = {
-            name: PROVIDER_KINDS[config.kind](name.lower(), config, client) for name, config in configs.items()
+            name.lower(): PROVIDER_KINDS[config.kind].build(name.lower(), config, client)
+            for name, config in configs.items()
         }
-        return cls(configs, default, providers)
+        return cls(providers, default, configs)
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(self._configs)
+        return tuple(self._providers)
 
-    def config(self, name: str) -> ProviderConfig:
-        return self._configs[name]
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._providers
 
     def get(self, name: str) -> LLMProvider:
         """The provider called ``name`` (case-insensitive).
@@ -63,17 +57,6 @@ class ProviderRegistry:
         except KeyError:
             raise ModelNotFound(f"no provider named {name!r} is configured") from None
 
-    def resolve(self, model: str | None) -> tuple[str, str]:
-        """Split a request's ``model`` into ``(provider name, model id)``.
-
-        The part before the first ``/`` names a provider only when one of that name exists,
-        since real model ids contain slashes (``qwen/qwen3-8b``). Anything else goes to the
-        default provider; no ``model`` at all means the default provider's own model.
-        """
-        if not model:
-            return self.default, self._configs[self.default].model
-        head, slash, rest = model.partition("/")
-        name = head.lower()
-        if slash and name in self._configs:
-            return name, rest or self._configs[name].model
-        return self.default, model
+    def config(self, name: str) -> ProviderConfig | None:
+        """The configuration ``name`` was built from (``None`` for a provider handed in as it is)."""
+        return self._configs.get(name.lower())

@@ -713,8 +713,13 @@ class FakeUpstream:
     async def _finish_watch(self, watcher: asyncio.Task[None]) -> None:
         if not watcher.done():
             watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await watcher
+        except asyncio.CancelledError:
+            # The watcher's own cancellation is expected; this task's (stop()) must go on.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
 
     async def _send_reply(self, conn: _Conn, rec: Recorded, reply: Reply, keep_alive: bool) -> tuple[bool, bool]:
         writer = conn.writer

@@ -1,14 +1,15 @@
-"""A fake LLMProvider for tests that swap it in through dependency injection."""
+"""A fake LLMProvider for tests that hand the app a registry of fakes instead of real providers."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
-from providers import AgentError, ChatEvent, ChatParams, DeltaEvent, DoneEvent
+from providers import AgentError, ChatEvent, ChatParams, DeltaEvent, DoneEvent, Meta, ProviderRegistry
 
 
 class FakeStream:
-    def __init__(self, batches: Sequence[Sequence[ChatEvent]], fail_after: Exception | None = None) -> None:
+    def __init__(self, meta: Meta, batches: Sequence[Sequence[ChatEvent]], fail_after: Exception | None = None) -> None:
+        self.meta = meta
         self._batches = batches
         self._fail_after = fail_after
         self.closed = 0
@@ -27,7 +28,11 @@ class FakeStream:
 
 
 class FakeProvider:
-    """Answers every request with ``batches`` (or raises ``error`` from ``open``)."""
+    """Answers every request with ``batches`` (or raises ``error`` from ``open``).
+
+    Like a real provider it fills in its own defaults: ``model`` and ``max_tokens`` when the
+    request leaves them out; ``sent`` records the model and max_tokens it answered with.
+    """
 
     def __init__(
         self,
@@ -37,14 +42,19 @@ class FakeProvider:
         ),
         *,
         name: str = "local",
+        model: str = "local-model",
+        max_tokens: int = 512,
         error: Exception | None = None,
         fail_after: Exception | None = None,
     ) -> None:
         self._name = name
+        self.model = model
+        self.max_tokens = max_tokens
         self.batches = batches
         self.error = error
         self.fail_after = fail_after
         self.calls: list[ChatParams] = []
+        self.sent: list[tuple[str, int]] = []
         self.streams: list[FakeStream] = []
 
     @property
@@ -53,11 +63,18 @@ class FakeProvider:
 
     async def open(self, params: ChatParams) -> FakeStream:
         self.calls.append(params)
+        model = params.model or self.model
+        self.sent.append((model, params.max_tokens or self.max_tokens))
         if self.error is not None:
             raise self.error
-        stream = FakeStream(self.batches, self.fail_after)
+        stream = FakeStream(Meta(model=model, provider=self._name), self.batches, self.fail_after)
         self.streams.append(stream)
         return stream
 
 
-__all__ = ("AgentError", "FakeProvider", "FakeStream")
+def registry_of(*providers: FakeProvider, default: str = "local") -> ProviderRegistry:
+    """A registry of fakes, by their names."""
+    return ProviderRegistry({provider.name: provider for provider in providers}, default)
+
+
+__all__ = ("AgentError", "FakeProvider", "FakeStream", "registry_of")

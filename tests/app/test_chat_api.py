@@ -10,21 +10,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar import Litestar
-from litestar.di import Provide
 from litestar.testing import TestClient
 
 from app import create_app
 from app.config import Limits, Settings
 from providers import (
-    ChatParams,
     DeltaEvent,
     ModelNotFound,
-    ProviderConfig,
+    OpenAIConfig,
     RateLimited,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from tests.fakes import FakeProvider
+from tests.fakes import FakeProvider, registry_of
 
 ORIGIN = "http://localhost:5173"
 
@@ -32,8 +30,8 @@ ORIGIN = "http://localhost:5173"
 def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "providers": {
-            "local": ProviderConfig(model="local-model", max_tokens=512),
-            "other": ProviderConfig(base_url="http://127.0.0.1:9/v1", model="other-default", max_tokens=64),
+            "local": OpenAIConfig(model="local-model", max_tokens=512),
+            "other": OpenAIConfig(base_url="http://127.0.0.1:9/v1", model="other-default", max_tokens=64),
         },
         "limits": Limits(max_message_chars=50, max_body_bytes=4096),
     }
@@ -41,11 +39,9 @@ def make_settings(**overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def app_with(provider: FakeProvider, **overrides: Any) -> Litestar:
-    return create_app(
-        make_settings(**overrides),
-        dependencies={"provider": Provide(lambda: provider, sync_to_thread=False)},
-    )
+def app_with(provider: FakeProvider, other: FakeProvider | None = None, **overrides: Any) -> Litestar:
+    other = other or FakeProvider(name="other", model="other-default", max_tokens=64)
+    return create_app(make_settings(**overrides), registry=registry_of(provider, other))
 
 
 @pytest.fixture
@@ -54,8 +50,13 @@ def fake() -> FakeProvider:
 
 
 @pytest.fixture
-def client(fake: FakeProvider) -> Iterator[TestClient[Litestar]]:
-    with TestClient(app_with(fake)) as c:
+def other() -> FakeProvider:
+    return FakeProvider(name="other", model="other-default", max_tokens=64)
+
+
+@pytest.fixture
+def client(fake: FakeProvider, other: FakeProvider) -> Iterator[TestClient[Litestar]]:
+    with TestClient(app_with(fake, other)) as c:
         yield c
 
 
@@ -93,9 +94,9 @@ def test_streams_ndjson_lines(client: TestClient[Litestar]) -> None:
     ]
 
 
-def test_stream_is_closed_after_answer(client: TestClient[Litestar], fake: FakeProvider) -> None:
+def test_stream_is_closed_once_after_answer(client: TestClient[Litestar], fake: FakeProvider) -> None:
     client.post("/chat", json={"message": "hello"})
-    assert fake.streams[0].closed >= 1
+    assert fake.streams[0].closed == 1
 
 
 def test_messages_are_assembled_in_order(client: TestClient[Litestar], fake: FakeProvider) -> None:
@@ -134,13 +135,13 @@ def test_stateless_messages_without_message(client: TestClient[Litestar], fake: 
         ("qwen/qwen3-8b", "local", "qwen/qwen3-8b", 512),
         ("local/qwen/qwen3-8b", "local", "qwen/qwen3-8b", 512),
         ("OTHER/TheBloke/MyLocalModel", "other", "TheBloke/MyLocalModel", 64),
-        ("other/", "other", "other-default", 64),
         ("other", "local", "other", 512),
     ],
 )
 def test_model_resolution(
     client: TestClient[Litestar],
     fake: FakeProvider,
+    other: FakeProvider,
     model: str | None,
     provider: str,
     model_id: str,
@@ -150,9 +151,19 @@ def test_model_resolution(
     if model is not None:
         body["model"] = model
     response = client.post("/chat", json=body)
-    sent: ChatParams = fake.calls[0]
-    assert (sent.provider, sent.model, sent.max_tokens) == (provider, model_id, max_tokens)
-    assert lines(response.text)[0]["meta"]["model"] == model_id
+    answered = {"local": fake, "other": other}[provider]
+    assert answered.sent == [(model_id, max_tokens)]
+    assert (fake.calls + other.calls) == answered.calls
+    assert lines(response.text)[0]["meta"] == {"model": model_id, "provider": provider, "role": "assistant"}
+
+
+@pytest.mark.parametrize("model", ["other/", "LOCAL/"])
+def test_provider_without_model_is_invalid_request(
+    client: TestClient[Litestar], fake: FakeProvider, other: FakeProvider, model: str
+) -> None:
+    problem = assert_problem(client.post("/chat", json={"message": "x", "model": model}), 400, "invalid_request")
+    assert "no model" in problem["detail"]
+    assert fake.calls == other.calls == []
 
 
 def test_body_without_content_type_is_still_json(client: TestClient[Litestar]) -> None:
@@ -282,7 +293,7 @@ def test_exception_mid_stream_ends_with_one_error_line() -> None:
     assert got[1] == {"delta": "partial"}
     assert got[-1]["error"]["code"] == "internal_error"
     assert len(got) == 3
-    assert fake.streams[0].closed >= 1
+    assert fake.streams[0].closed == 1
 
 
 def test_contract_error_raised_mid_stream_becomes_its_error_line() -> None:
@@ -384,3 +395,14 @@ def test_no_input_yields_a_500(client: TestClient[Litestar], body: bytes) -> Non
     assert response.status_code in (200, 400, 413), response.text
     if response.status_code != 200:
         assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_whole_prompt_is_bounded_by_max_prompt_chars(fake: FakeProvider) -> None:
+    limits = Limits(max_message_chars=50, max_body_bytes=1_048_576, max_prompt_chars=100)
+    with TestClient(app_with(fake, limits=limits)) as client:
+        at_limit = {"system": "s" * 40, "messages": [{"role": "user", "content": "u" * 30}], "message": "m" * 30}
+        assert client.post("/chat", json=at_limit).status_code == 200
+        over = {**at_limit, "messages": [{"role": "user", "content": "u" * 31}]}
+        problem = assert_problem(client.post("/chat", json=over), 400, "invalid_request")
+    assert "limits.max_prompt_chars" in problem["detail"]
+    assert len(fake.calls) == 1

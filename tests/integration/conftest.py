@@ -13,7 +13,7 @@ import uvicorn
 
 from app import create_app
 from app.config import Limits, Settings
-from providers import ProviderConfig
+from providers import OpenAIConfig
 from tests.fake_upstream import FakeUpstream
 
 
@@ -77,7 +77,7 @@ async def start_service(upstream: FakeUpstream) -> AsyncIterator[ServiceFactory]
     started: list[LiveService] = []
 
     async def start(limits: Limits | None = None, **provider: Any) -> LiveService:
-        config = ProviderConfig(**{"base_url": upstream.base_url, "model": "fake-model", **provider})
+        config = OpenAIConfig(**{"base_url": upstream.base_url, "model": "fake-model", **provider})
         service = LiveService(Settings(providers={"local": config}, limits=limits or Limits()))
         await service.start()
         started.append(service)

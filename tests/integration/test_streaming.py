@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 
-from app.config import Limits
+from app.config import Limits, Settings
+from providers import OpenAIConfig
 from tests.fake_upstream import FakeUpstream, Reply, sse_chunks
 from tests.integration.conftest import LiveService, ServiceFactory, free_port
 
@@ -232,6 +233,7 @@ async def test_upstream_request_body_and_keepalive(
         "messages": [{"role": "user", "content": "hi"}],
         "max_tokens": 9,
         "stream": True,
+        "stream_options": {"include_usage": True},
     }
     assert "authorization" not in upstream.requests[-1].headers
     assert upstream.connections_accepted == 1, "the shared client reuses its upstream connection"
@@ -243,3 +245,50 @@ async def _until(condition: Any, within: float = 2.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(0.01)
+
+
+async def test_client_writes_for_one_upstream_read_of_many_http_chunks(
+    upstream: FakeUpstream, service: LiveService, client: httpx.AsyncClient
+) -> None:
+    # One upstream socket write carrying the whole answer, each SSE event its own HTTP chunk, as
+    # llama.cpp's server and vLLM frame them: role chunk, 20 tokens, finish chunk, [DONE].
+    tokens = [f"t{i} " for i in range(20)]
+    upstream.on("burst", Reply.sse(tokens, per_write=100, chunk_per_event=True))
+    async with client.stream("POST", f"{service.url}/chat", json={"message": "x", "model": "burst"}) as r:
+        # h11 hands over one piece per HTTP chunk, and the service writes one chunk per send.
+        pieces = [piece async for piece in r.aiter_raw()]
+    lines = [json.loads(line) for line in b"".join(pieces).decode().splitlines()]
+    assert text_of(lines) == "".join(tokens)
+    assert terminal(lines)["finish_reason"] == "stop"
+    # The meta line, then one write per upstream HTTP chunk that produced events: the 20 token
+    # chunks, and the finish chunk's done (it waits for [DONE], which comes in the same read).
+    assert len(pieces) == 1 + 20 + 1
+
+
+async def test_second_configured_provider_is_reached_over_its_own_socket(client: httpx.AsyncClient) -> None:
+    async with FakeUpstream() as first, FakeUpstream() as second:
+        second.on("qwen/qwen3-8b", Reply.sse(["from", " second"]))
+        settings = Settings(
+            providers={
+                "local": OpenAIConfig(base_url=first.base_url, model="first-model"),
+                "gpu": OpenAIConfig(base_url=second.base_url, model="second-model", api_key="sk-gpu"),
+            }
+        )
+        service = LiveService(settings)
+        await service.start()
+        try:
+            async with client.stream(
+                "POST", f"{service.url}/chat", json={"message": "x", "model": "GPU/qwen/qwen3-8b"}
+            ) as r:
+                lines = await read_lines(r)
+            async with client.stream("POST", f"{service.url}/chat", json={"message": "y", "model": "gpu/"}) as r:
+                refused = await r.aread()
+        finally:
+            await service.stop()
+    assert lines[0] == {"meta": {"model": "qwen/qwen3-8b", "role": "assistant", "provider": "gpu"}}
+    assert text_of(lines) == "from second"
+    assert first.requests == []
+    (request,) = second.requests
+    assert request.body["model"] == "qwen/qwen3-8b"
+    assert request.headers["authorization"] == "Bearer sk-gpu"
+    assert json.loads(refused)["code"] == "invalid_request"

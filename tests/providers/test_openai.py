@@ -24,8 +24,10 @@ from providers import (
     DoneEvent,
     ErrorEvent,
     ModelNotFound,
+    OpenAIAnswer,
     OpenAICompatibleProvider,
-    ProviderConfig,
+    OpenAIConfig,
+    PromptSize,
     RateLimited,
     ReasoningEvent,
     UpstreamProtocolError,
@@ -57,7 +59,6 @@ DONE = b"data: [DONE]\n\n"
 
 def params(**overrides: Any) -> ChatParams:
     values: dict[str, Any] = {
-        "provider": "local",
         "model": "m",
         "messages": [ChatMessage("user", "hi")],
         "max_tokens": 16,
@@ -84,12 +85,15 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def provider(client: httpx.AsyncClient) -> OpenAICompatibleProvider:
-    return OpenAICompatibleProvider("local", ProviderConfig(base_url=BASE, api_key=SECRET), client)
+    return OpenAICompatibleProvider("local", OpenAIConfig(base_url=BASE, api_key=SECRET), client)
 
 
 async def collect(provider: OpenAICompatibleProvider, p: ChatParams | None = None) -> list[list[ChatEvent]]:
     stream = await provider.open(p or params())
-    return [list(batch) async for batch in stream]
+    try:
+        return [list(batch) async for batch in stream]
+    finally:
+        await stream.aclose()
 
 
 def flat(batches: Sequence[Sequence[ChatEvent]]) -> list[ChatEvent]:
@@ -132,6 +136,7 @@ async def test_request_carries_only_chat_parameters_and_bearer_key(
         "messages": [{"role": "system", "content": "s"}],
         "max_tokens": 16,
         "stream": True,
+        "stream_options": {"include_usage": True},
         "temperature": 0.5,
         "top_p": 0.9,
     }
@@ -141,7 +146,7 @@ async def test_request_carries_only_chat_parameters_and_bearer_key(
 @respx.mock
 async def test_no_authorization_header_without_api_key(client: httpx.AsyncClient) -> None:
     route = respx.post(f"{BASE}/chat/completions").mock(side_effect=sse_reply([chunk("x", finish="stop"), DONE]))
-    keyless = OpenAICompatibleProvider("local", ProviderConfig(base_url=BASE), client)
+    keyless = OpenAICompatibleProvider("local", OpenAIConfig(base_url=BASE), client)
     await collect(keyless)
     assert "authorization" not in route.calls.last.request.headers
     assert "temperature" not in json.loads(route.calls.last.request.content)
@@ -611,7 +616,7 @@ async def test_unresolvable_host_says_so(client: httpx.AsyncClient) -> None:
     respx.post("http://no-such-host.invalid/v1/chat/completions").mock(
         side_effect=httpx.ConnectError("[Errno -2] Name or service not known")
     )
-    lost = OpenAICompatibleProvider("local", ProviderConfig(base_url="http://no-such-host.invalid/v1"), client)
+    lost = OpenAICompatibleProvider("local", OpenAIConfig(base_url="http://no-such-host.invalid/v1"), client)
     with pytest.raises(UpstreamUnavailable) as caught:
         await lost.open(params())
     assert "could not resolve the host" in caught.value.message
@@ -641,3 +646,50 @@ async def test_usage_and_done_marker_after_finish_are_waited_for(provider: OpenA
     )
     batches = await collect(provider)
     assert batches[-1] == [DoneEvent(done=True, finish_reason="length", usage=Usage(1, 2))]
+
+
+# --- usage asked for, and what an empty answer most likely means ----------------------------------
+
+
+@respx.mock
+async def test_usage_is_not_asked_for_when_stream_usage_is_off(client: httpx.AsyncClient) -> None:
+    route = respx.post(f"{BASE}/chat/completions").mock(side_effect=sse_reply([chunk("x", finish="stop"), DONE]))
+    quiet = OpenAICompatibleProvider("local", OpenAIConfig(base_url=BASE, stream_usage=False), client)
+    await collect(quiet)
+    assert "stream_options" not in json.loads(route.calls.last.request.content)
+
+
+def _ended_early(prompt: PromptSize | None, said: bytes = b"") -> ErrorEvent:
+    answer = OpenAIAnswer("provider 'local'", (), prompt)
+    events = answer.feed(ROLE + said)
+    terminal = answer.end_of_stream()
+    assert isinstance(terminal, ErrorEvent), events
+    return terminal
+
+
+def test_empty_answer_to_a_prompt_near_the_context_window_is_not_retryable() -> None:
+    terminal = _ended_early(PromptSize(chars=4 * 500, context_tokens=512))
+    assert terminal.error.code == "upstream_rejected"
+    assert not terminal.error.retryable
+    assert "probably too long" in terminal.error.message
+    assert "512 tokens" in terminal.error.message
+    assert "try again" not in terminal.error.message
+
+
+def test_empty_answer_to_a_short_prompt_is_retryable_and_says_both() -> None:
+    terminal = _ended_early(PromptSize(chars=100, context_tokens=512))
+    assert terminal.error.code == "stream_interrupted"
+    assert terminal.error.retryable
+    assert "shorten" in terminal.error.message
+
+
+def test_empty_answer_without_a_known_context_window_does_not_just_say_retry() -> None:
+    terminal = _ended_early(PromptSize(chars=10_000))
+    assert terminal.error.code == "stream_interrupted"
+    assert "may not fit the model's context window" in terminal.error.message
+
+
+def test_answer_cut_after_some_text_says_try_again() -> None:
+    terminal = _ended_early(PromptSize(chars=4 * 500, context_tokens=512), said=chunk("half an"))
+    assert terminal.error.code == "stream_interrupted"
+    assert terminal.error.message.endswith("try again")

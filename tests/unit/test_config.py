@@ -12,10 +12,12 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from app.chat import route
 from app.config import ConfigError, Settings, load_settings
-from providers.config import ProviderConfig
+from providers.config import OpenAIConfig
 from providers.registry import ProviderRegistry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -279,7 +281,7 @@ def test_env_nested_key_overrides_only_that_key(workdir: Path, monkeypatch: pyte
     assert list(settings.providers) == ["local"]
     local = settings.providers["local"]
     assert local.base_url == "http://127.0.0.1:8080/v1"
-    assert local == ProviderConfig(base_url="http://127.0.0.1:8080/v1")  # everything else as before
+    assert local == OpenAIConfig(base_url="http://127.0.0.1:8080/v1")  # everything else as before
 
 
 def test_provider_defined_only_through_env_gets_provider_defaults(
@@ -291,20 +293,25 @@ def test_provider_defined_only_through_env_gets_provider_defaults(
     providers = load_settings(workdir).providers
 
     assert set(providers) == {"local", "ollama"}
-    assert providers["ollama"] == ProviderConfig(base_url="http://localhost:11434/v1", model="llama3.2")
-    assert providers["local"] == ProviderConfig()
+    assert providers["ollama"] == OpenAIConfig(base_url="http://localhost:11434/v1", model="llama3.2")
+    assert providers["local"] == OpenAIConfig()
 
 
-def test_env_default_provider_selects_it_case_insensitively(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_env_default_provider_selects_it_case_insensitively(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AGENT_PROVIDERS__OLLAMA__BASE_URL", "http://localhost:11434/v1")
     monkeypatch.setenv("AGENT_PROVIDERS__OLLAMA__MODEL", "llama3.2")
     monkeypatch.setenv("AGENT_DEFAULT_PROVIDER", "OLLAMA")
 
     settings = load_settings(workdir)
-    registry = ProviderRegistry(settings.providers, settings.default_provider, providers={})
+    async with httpx.AsyncClient() as client:
+        registry = ProviderRegistry.build(settings.providers, settings.default_provider, client)
+    (attempt,) = route(None, registry)
 
     assert settings.default_provider.lower() == "ollama"
-    assert registry.resolve(None) == ("ollama", "llama3.2")
+    assert (attempt.provider.name, attempt.model) == ("ollama", None)  # None: the provider's own default
+    assert settings.providers["ollama"].model == "llama3.2"
 
 
 def test_all_digit_api_key_from_env_stays_a_string(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -468,7 +475,7 @@ def test_malformed_toml_fails_with_one_line_naming_the_file(workdir: Path, filen
     [
         ({"port": 0}, "port (AGENT_PORT)"),
         ({"default_provider": "nope"}, "default_provider (AGENT_DEFAULT_PROVIDER)"),
-        ({"providers": {"local": ProviderConfig(kind="nope")}}, "providers.local.kind"),
+        ({"providers": {"local": OpenAIConfig(timeout_seconds=0)}}, "providers.local.timeout_seconds"),
         ({"env": "prod"}, "APP_ENV"),
     ],
 )
@@ -478,7 +485,7 @@ def test_settings_constructed_directly_is_validated(kwargs: dict[str, object], k
 
 
 def test_provider_config_repr_hides_the_api_key() -> None:
-    config = ProviderConfig(api_key=SECRET)
+    config = OpenAIConfig(api_key=SECRET)
 
     assert SECRET not in repr(config)
     assert SECRET not in repr(Settings(providers={"local": config}))

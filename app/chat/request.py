@@ -1,0 +1,81 @@
+"""What a client asks for, whatever the transport: the chat request, validated strictly, and its upstream parameters."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from app.config import Limits
+from app.errors import InvalidRequest
+from providers.base import ChatMessage, ChatParams
+
+__all__ = ("ChatRequest", "params_of", "parse_chat_request", "prompt_chars")
+
+
+class ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
+    """``POST /chat`` body (and a WebSocket ``chat`` frame). Unknown fields are ignored."""
+
+    message: Annotated[str, msgspec.Meta(min_length=1, description="The new user turn.")] | None = None
+    messages: Annotated[list[ChatMessage], msgspec.Meta(description="Earlier turns, oldest first.")] | None = None
+    system: Annotated[str, msgspec.Meta(description="System prompt, sent first.")] | None = None
+    model: Annotated[str, msgspec.Meta(min_length=1, description='"<model>" or "<provider>/<model>".')] | None = None
+    # The ranges are in the descriptions too: Litestar 2.25 leaves a "minimum" of 0 out of the
+    # OpenAPI document (it tests the bound for truth).
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2, description="0 to 2; passed upstream.")] | None = None
+    top_p: Annotated[float, msgspec.Meta(ge=0, le=1, description="0 to 1; passed upstream.")] | None = None
+    max_tokens: (
+        Annotated[int, msgspec.Meta(ge=1, description="At least 1; default: the provider's max_tokens.")] | None
+    ) = None
+
+
+def parse_chat_request(data: Any, limits: Limits) -> ChatRequest:
+    """Validate a decoded JSON body against the contract and the configured limits.
+
+    Raises:
+        InvalidRequest: the body is not a chat request the service can answer.
+    """
+    if not isinstance(data, dict):
+        raise InvalidRequest('the request body must be a JSON object such as {"message": "Hello"}')
+    try:
+        # strict: "1.5" is not a number and 1 is not a string, whatever a lax parser would say.
+        request = msgspec.convert(data, ChatRequest, strict=True)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"invalid request body: {exc}") from None
+    if request.message is not None and len(request.message) > limits.max_message_chars:
+        raise InvalidRequest(f"message is longer than the limit of {limits.max_message_chars} characters")
+    if request.message is None and not request.messages:
+        raise InvalidRequest('nothing to answer: send "message" (or a non-empty "messages" list)')
+    prompt = prompt_chars(request)
+    if prompt > limits.max_prompt_chars:
+        raise InvalidRequest(
+            f"the prompt (system, messages and message together) is {prompt} characters long,"
+            f" over the limit of {limits.max_prompt_chars} (limits.max_prompt_chars)"
+        )
+    return request
+
+
+def prompt_chars(request: ChatRequest) -> int:
+    """Characters of the whole prompt: ``system``, every ``content`` of ``messages``, and ``message``."""
+    total = len(request.system or "") + len(request.message or "")
+    return total + sum(len(turn.content) for turn in request.messages or ())
+
+
+def params_of(request: ChatRequest) -> ChatParams:
+    """What to send upstream for ``request``: the system prompt first, the earlier turns, then the new one.
+
+    ``model`` is left to the routing (:mod:`app.chat.routing`), which knows which provider answers.
+    """
+    messages: list[ChatMessage] = []
+    if request.system is not None:
+        messages.append(ChatMessage("system", request.system))
+    if request.messages:
+        messages.extend(request.messages)
+    if request.message is not None:
+        messages.append(ChatMessage("user", request.message))
+    return ChatParams(
+        messages=messages,
+        max_tokens=request.max_tokens,
+        temperature=request.temperature,
+        top_p=request.top_p,
+    )
