@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from providers.aiohttp_transport import AiohttpTransport
 from providers.base import ChatMessage, ChatParams, EventStream, LLMProvider
 from providers.config import HTTPProviderConfig, OpenAIConfig
 from providers.errors import (
@@ -36,6 +37,7 @@ __all__ = (
     "DEFAULT_KIND",
     "PROVIDER_KINDS",
     "AgentError",
+    "AiohttpTransport",
     "ChatEvent",
     "ChatMessage",
     "ChatParams",

@@ -14,6 +14,7 @@ import uvicorn
 from app import create_app
 from app.config import Limits, Settings
 from providers import OpenAIConfig
+from providers.aiohttp_transport import AiohttpTransport
 from tests.fake_upstream import FakeUpstream
 
 
@@ -57,10 +58,9 @@ class LiveService:
             await asyncio.wait_for(self._task, 10)
 
     def upstream_connections_in_use(self) -> int:
-        """Connections of the app's shared httpx pool that are busy with a request."""
-        client: httpx.AsyncClient = self.app.state.http
-        pool = client._transport._pool  # type: ignore[attr-defined]
-        return sum(1 for conn in pool.connections if not conn.is_idle())
+        """Upstream connections of the app's shared transport that are busy with a response."""
+        transport: AiohttpTransport = self.app.state.upstream_transport
+        return transport.responses_open
 
 
 @pytest.fixture
