@@ -10,13 +10,13 @@ short drain after a clean end so the connection goes back to the pool.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
 import socket
 from collections.abc import AsyncIterator, Sequence
 from typing import Final, Protocol
 
-import anyio
 import httpx
 
 from providers.config import HTTPProviderConfig, display_url
@@ -30,7 +30,8 @@ _MAX_ERROR_BODY: Final = 64 * 1024  # an error body is read to show its message,
 _STALE_CONNECTION: Final = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 _DRAIN_SECONDS: Final = 0.2
 _DRAIN_BYTES: Final = 64 * 1024
-_TAIL_SECONDS: Final = 1.0  # after the finish, how long what may follow it (usage, [DONE]) may take
+_TAIL_SECONDS: Final = 1.0
+_USER_AGENT: Final = "agent-backend/0.1"  # after the finish, how long what may follow it (usage, [DONE]) may take
 
 
 def fit_message(text: str, secrets: tuple[str, ...]) -> str:
@@ -81,7 +82,7 @@ class StreamParser(Protocol):
 class UpstreamHTTP:
     """One provider's way to its server: headers, timeouts, error mapping, over the shared client."""
 
-    __slots__ = ("_client", "_headers", "config", "name", "secrets", "timeout", "where")
+    __slots__ = ("_client", "_extensions", "_headers", "config", "name", "secrets", "timeout", "where")
 
     def __init__(self, name: str, config: HTTPProviderConfig, client: httpx.AsyncClient) -> None:
         self.name = name
@@ -94,6 +95,7 @@ class UpstreamHTTP:
             config.timeout_seconds, connect=config.connect_timeout_seconds, pool=config.connect_timeout_seconds
         )
         headers = {
+            "user-agent": _USER_AGENT,
             "content-type": "application/json",
             # Compression would make the upstream hold tokens back to fill a block.
             "accept-encoding": "identity",
@@ -102,19 +104,23 @@ class UpstreamHTTP:
         if config.api_key:
             headers["authorization"] = f"Bearer {config.api_key}"
         self._headers = headers
+        self._extensions = {"timeout": self.timeout.as_dict()}
 
     def say(self, text: str) -> str:
         """``text`` as a message: secrets masked, one line, bounded."""
         return fit_message(text, self.secrets)
 
-    async def post(self, url: str, body: bytes, *, accept: str) -> httpx.Response:
+    async def post(self, url: httpx.URL, body: bytes, *, accept: str) -> httpx.Response:
         """Send ``body`` and return once the response headers are in (its body still streams).
+
+        The request is built whole here (headers, timeouts) rather than by ``client.build_request``,
+        which parses the URL and merges header sets anew on every call.
 
         Raises:
             AgentError: the upstream cannot be reached, timed out, or no connection is free.
         """
-        request = self._client.build_request(
-            "POST", url, content=body, headers={**self._headers, "accept": accept}, timeout=self.timeout
+        request = httpx.Request(
+            "POST", url, headers={**self._headers, "accept": accept}, content=body, extensions=self._extensions
         )
         return await self._send(request)
 
@@ -127,18 +133,20 @@ class UpstreamHTTP:
         request = self._client.build_request(
             "GET", url, headers={**self._headers, "accept": "application/json"}, timeout=self.timeout
         )
-        with anyio.move_on_after(within):
-            response = await self._send(request)
-            try:
-                await response.aread()
-            except httpx.HTTPError as exc:
-                raise UpstreamUnavailable(
-                    self.say(f"{self.where} broke off its answer ({type(exc).__name__})")
-                ) from None
-            finally:
-                await response.aclose()
-            return response
-        raise UpstreamTimeout(f"{self.where} did not answer within {within:g} s")
+        try:
+            async with asyncio.timeout(within):
+                response = await self._send(request)
+                try:
+                    await response.aread()
+                except httpx.HTTPError as exc:
+                    raise UpstreamUnavailable(
+                        self.say(f"{self.where} broke off its answer ({type(exc).__name__})")
+                    ) from None
+                finally:
+                    await response.aclose()
+                return response
+        except TimeoutError:
+            raise UpstreamTimeout(f"{self.where} did not answer within {within:g} s") from None
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         try:
@@ -277,11 +285,12 @@ async def _relay(response: httpx.Response, parser: StreamParser) -> AsyncIterato
         # Finished: only usage and an end marker may follow. Wait for them briefly, not for the
         # whole silence timeout, in case the upstream holds the connection open after that.
         tail: list[ChatEvent] = []
-        with anyio.move_on_after(_TAIL_SECONDS), contextlib.suppress(httpx.HTTPError):
-            async for chunk in reads:
-                tail += parser.feed(chunk)
-                if parser.has_ended():
-                    break
+        with contextlib.suppress(TimeoutError, httpx.HTTPError):
+            async with asyncio.timeout(_TAIL_SECONDS):
+                async for chunk in reads:
+                    tail += parser.feed(chunk)
+                    if parser.has_ended():
+                        break
         yield tail if parser.has_ended() else [*tail, parser.done()]
         if parser.ended_cleanly():
             await _drain(reads)
@@ -315,12 +324,13 @@ async def _drain(reads: AsyncIterator[bytes]) -> None:
     A response read to its end goes back to the connection pool; one closed early costs the
     next request a new TCP connection. A server that keeps talking is cut off instead.
     """
-    with anyio.move_on_after(_DRAIN_SECONDS), contextlib.suppress(httpx.HTTPError):
-        received = 0
-        async for chunk in reads:
-            received += len(chunk)
-            if received > _DRAIN_BYTES:
-                break
+    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            received = 0
+            async for chunk in reads:
+                received += len(chunk)
+                if received > _DRAIN_BYTES:
+                    break
 
 
 async def _once(events: list[ChatEvent]) -> AsyncIterator[Sequence[ChatEvent]]:

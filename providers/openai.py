@@ -50,7 +50,7 @@ class OpenAICompatibleProvider:
     def __init__(self, name: str, config: OpenAIConfig, client: httpx.AsyncClient) -> None:
         self.config = config
         self._http = UpstreamHTTP(name, config, client)
-        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._url = httpx.URL(config.base_url.rstrip("/") + "/chat/completions")
         # Context windows (tokens) by model id, where the server's model list reports them.
         self._context_windows: dict[str, int] = {}
 

@@ -19,15 +19,16 @@ Transports (NDJSON, WebSocket, the AI SDK's stream) only encode what ``pump`` ha
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-import anyio
 import msgspec
 
+from app.chat.cancel import LateWatch, StopScope
 from app.chat.hooks import ChatFeature, ChatObserver, Outcome
 from app.chat.request import ChatRequest, params_of, parse_chat_request
 from app.chat.routing import Attempt, route
@@ -39,7 +40,7 @@ from providers.errors import AgentError, UpstreamTimeout, UpstreamUnavailable
 from providers.events import ChatEvent, DoneEvent, ErrorEvent, Meta, MetaEvent, error_event
 from providers.registry import ProviderRegistry
 
-__all__ = ("Chat", "ChatPipeline", "ChatPlan", "ChatRun", "Send", "StopReason", "WaitGone")
+__all__ = ("WATCH_AFTER_SECONDS", "Chat", "ChatPipeline", "ChatPlan", "ChatRun", "Send", "StopReason", "WaitGone")
 
 logger = logging.getLogger("app.chat")
 
@@ -52,7 +53,9 @@ StopReason = Literal["cancelled", "shutdown", "client_gone"]
 
 _TERMINAL: Final = (DoneEvent, ErrorEvent)
 _FALLBACK_ON: Final = (UpstreamUnavailable, UpstreamTimeout)
-_LAST_WORD_SECONDS: Final = 5.0  # a stopped answer's terminal line may take this long to go out
+_LAST_WORD_SECONDS: Final = 5.0
+#: How soon a departed client is looked for; the contract allows a second to close the upstream.
+WATCH_AFTER_SECONDS: Final = 0.05  # a stopped answer's terminal line may take this long to go out
 _CLIENT_GONE: Final = Outcome("client_gone")
 
 
@@ -158,23 +161,14 @@ class ChatPipeline:
         # client that gives up meanwhile must not leave the LLM working for nobody.
         if until_gone is None:
             return await self._open_first(chat)
-        opened: EventStream | None = None
-        failure: Exception | None = None
-        async with anyio.create_task_group() as group:
-
-            async def cancel_when_gone() -> None:
-                await until_gone()
-                group.cancel_scope.cancel()
-
-            group.start_soon(cancel_when_gone)
+        scope = StopScope()
+        watcher = LateWatch(WATCH_AFTER_SECONDS, until_gone, scope.cancel)
+        with scope:
             try:
-                opened = await self._open_first(chat)
-            except Exception as exc:  # raised outside the group, so it is not wrapped in an ExceptionGroup
-                failure = exc
-            group.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
-        return opened
+                return await self._open_first(chat)
+            finally:
+                watcher.cancel()
+        return None  # the client left: the scope took back its own cancellation
 
     async def _open_first(self, chat: Chat) -> EventStream:
         plan = chat.plan
@@ -204,7 +198,7 @@ class ChatRun:
         self._events = events
         self._observers = observers
         self._live = live
-        self._scope: anyio.CancelScope | None = None
+        self._scope = StopScope()
         self._stop: StopReason | None = None
         self._outcome: Outcome | None = None
         self._pumped = False
@@ -219,8 +213,7 @@ class ChatRun:
         """End the answer early: ``cancelled`` and ``shutdown`` still send a terminal event, ``client_gone`` nothing."""
         if self._stop is None and self._outcome is None:
             self._stop = reason
-            if self._scope is not None:
-                self._scope.cancel()
+            self._scope.cancel()
 
     async def pump(self, send: Send) -> Outcome:
         """Send ``meta``, every batch, then one terminal event; end the answer whatever happens.
@@ -232,39 +225,40 @@ class ChatRun:
             raise RuntimeError("an answer is pumped once")
         self._pumped = True
         try:
-            with anyio.CancelScope() as scope:
-                self._scope = scope
-                if self._stop is not None:
-                    scope.cancel()
+            last: Sequence[ChatEvent] | None = None
+            with self._scope:
                 meta = self.chat.meta
                 assert meta is not None
                 await send((MetaEvent(meta),))
-                await self._relay(send)
-            if self._outcome is None:
+                last = await self._relay(send)
+            # Past the scope, stop() can no longer cut the final write short.
+            if last is not None:
+                await self._finish(last, send)
+            else:
                 await self._stopped(send)
         except Exception:
             logger.exception("a transport failed while sending an answer")
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._end(self._outcome or _CLIENT_GONE)
+            # asyncio delivers a cancellation once: these awaits run to their end even when the
+            # task was cancelled from outside, and stop() can no longer reach past the scope.
+            await self._end(self._outcome or _CLIENT_GONE)
         return self._outcome or _CLIENT_GONE
 
     async def abandon(self) -> None:
         """End an answer that will never be pumped (its client left first); a no-op after :meth:`pump`."""
         if not self._pumped:
             self._pumped = True
-            with anyio.CancelScope(shield=True):
-                await self._end(_CLIENT_GONE)
+            await self._end(_CLIENT_GONE)
 
-    async def _relay(self, send: Send) -> None:
+    async def _relay(self, send: Send) -> Sequence[ChatEvent]:
+        """Send every batch but the last; return the last, which ends with the terminal event."""
         observers = self._observers
         try:
             async for batch in self._events:
                 if not batch:
                     continue
                 if isinstance(batch[-1], _TERMINAL):
-                    await self._finish(batch, send)
-                    return
+                    return batch
                 await send(batch)
                 for observer in observers:
                     observer.batch(batch)
@@ -275,7 +269,7 @@ class ChatRun:
         except Exception:
             logger.exception("the answer stream failed")
             terminal = error_event(AgentError("internal error while streaming; try again"))
-        await self._finish((terminal,), send)
+        return (terminal,)
 
     async def _finish(self, batch: Sequence[ChatEvent], send: Send) -> None:
         """The upstream's answer ended with ``batch``: record it (observers' final writes), then send it."""
@@ -285,11 +279,10 @@ class ChatRun:
         else:
             assert isinstance(terminal, ErrorEvent)
             outcome = Outcome("error", error=terminal.error)
-        self._outcome = outcome
+        self._outcome = outcome  # from here on stop() does nothing
         for observer in self._observers:
             observer.batch(batch)
-        with anyio.CancelScope(shield=True):
-            await _finishing(self._observers, self.chat, outcome)
+        await _finishing(self._observers, self.chat, outcome)
         await send(batch)
         # The upstream is closed after the last line went out: a clean end drains its body first.
 
@@ -305,11 +298,13 @@ class ChatRun:
         else:
             return  # nothing more goes out; the end is recorded in _end
         self._outcome = outcome
-        with anyio.CancelScope(shield=True):
-            await self._close()
-            await _finishing(self._observers, self.chat, outcome)
-        with anyio.move_on_after(_LAST_WORD_SECONDS):
-            await send((last,))
+        await self._close()
+        await _finishing(self._observers, self.chat, outcome)
+        try:
+            async with asyncio.timeout(_LAST_WORD_SECONDS):
+                await send((last,))
+        except TimeoutError:
+            logger.warning("the last line of a stopped answer could not be sent within %g s", _LAST_WORD_SECONDS)
 
     async def _close(self) -> None:
         if not self._closed:
@@ -331,9 +326,8 @@ class ChatRun:
 
 async def _conclude(observers: Sequence[ChatObserver], chat: Chat, outcome: Outcome) -> None:
     """End a chat that never became a run (refused, or its client left while it opened)."""
-    with anyio.CancelScope(shield=True):
-        await _finishing(observers, chat, outcome)
-        await _released(observers, chat, outcome)
+    await _finishing(observers, chat, outcome)
+    await _released(observers, chat, outcome)
 
 
 async def _finishing(observers: Sequence[ChatObserver], chat: Chat, outcome: Outcome) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-import anyio
 import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
@@ -14,6 +13,8 @@ from litestar.params import SkipValidation
 from litestar.response.base import ASGIResponse
 
 from app.chat import ChatPipeline, ChatPlan, ChatRun
+from app.chat.cancel import LateWatch
+from app.chat.run import WATCH_AFTER_SECONDS
 from app.openapi import problem_responses
 from providers.events import ChatEvent
 
@@ -75,14 +76,11 @@ class _NDJSONBody(ASGIResponse):
         async def write(batch: Sequence[ChatEvent]) -> None:
             await send({"type": "http.response.body", "body": encode_batch(batch), "more_body": True})
 
-        async def watch() -> None:
-            await _disconnected(receive)
-            run.stop("client_gone")
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(watch)
+        watcher = LateWatch(WATCH_AFTER_SECONDS, lambda: _disconnected(receive), lambda: run.stop("client_gone"))
+        try:
             await run.pump(write)
-            group.cancel_scope.cancel()
+        finally:
+            watcher.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
