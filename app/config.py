@@ -17,6 +17,18 @@ import httpx
 import msgspec
 from dynaconf import Dynaconf
 
+from app.sections import (
+    SECTIONS,
+    AuthSettings,
+    DatabaseSettings,
+    HistorySettings,
+    LoggingSettings,
+    MetricsSettings,
+    PlaygroundSettings,
+    RateLimitSettings,
+    StreamsSettings,
+    WebSocketSettings,
+)
 from providers.config import OpenAIConfig, display_url
 from providers.kinds import DEFAULT_KIND, PROVIDER_KINDS, ProviderConfig
 
@@ -25,8 +37,10 @@ __all__ = ("ENVIRONMENTS", "ConfigError", "Limits", "Settings", "load_settings")
 ENVIRONMENTS: Final = ("development", "testing", "production")
 PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
 _LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug")
-_STRING_KEYS: Final = frozenset({"host", "default_provider", "kind", "base_url", "api_key", "model"})
-_SECRET_KEYS: Final = frozenset({"api_key", "password", "secret", "token"})
+_STRING_KEYS: Final = frozenset(
+    {"host", "default_provider", "kind", "base_url", "api_key", "model", "url", "redis_url", "username", "password"}
+)
+_SECRET_KEYS: Final = frozenset({"api_key", "password", "secret", "token", "url", "redis_url", "api_keys"})
 _MSGSPEC_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 
 
@@ -54,6 +68,17 @@ class Settings(msgspec.Struct, kw_only=True):
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=lambda: {"local": OpenAIConfig()})
     limits: Limits = msgspec.field(default_factory=Limits)
     log_level: str = "info"
+    models_cache_seconds: float = 30.0
+    shutdown_grace_seconds: float = 30.0
+    database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
+    history: HistorySettings = msgspec.field(default_factory=HistorySettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    rate_limit: RateLimitSettings = msgspec.field(default_factory=RateLimitSettings)
+    websocket: WebSocketSettings = msgspec.field(default_factory=WebSocketSettings)
+    logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
+    metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+    playground: PlaygroundSettings = msgspec.field(default_factory=PlaygroundSettings)
+    streams: StreamsSettings = msgspec.field(default_factory=StreamsSettings)
 
     def __post_init__(self) -> None:
         _check(self)
@@ -97,6 +122,12 @@ def _check(settings: Settings) -> None:
     for field in ("max_message_chars", "max_prompt_chars", "max_body_bytes", "max_upstream_connections"):
         if getattr(settings.limits, field) < 1:
             raise _fail(f"limits.{field}", "must be at least 1")
+    for field in ("models_cache_seconds", "shutdown_grace_seconds"):
+        if getattr(settings, field) < 0:
+            raise _fail(field, "must not be negative")
+    for section in SECTIONS:
+        for key, problem in getattr(settings, section).problems():
+            raise _fail(f"{section}.{key}", problem)
 
 
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
@@ -198,6 +229,9 @@ def settings_from_mapping(raw: dict[str, Any], env: str) -> Settings:
     data = _lower_keys(raw)
     known = set(Settings.__struct_fields__)
     top = _as_strings({key: value for key, value in data.items() if key in known and key != "providers"})
+    for section in SECTIONS:
+        if isinstance(top.get(section), dict):
+            top[section] = _as_strings(top[section])
     origins = top.get("cors_origins")
     if isinstance(origins, str):  # AGENT_CORS_ORIGINS=http://a,http://b
         top["cors_origins"] = [part.strip() for part in origins.split(",") if part.strip()]

