@@ -27,15 +27,15 @@ __all__ = (
 
 
 class Meta(msgspec.Struct, kw_only=True):
-    """What the answer is about.
-
-    Later features add optional keys (e.g. ``conversation_id``) defaulting to ``msgspec.UNSET``,
-    so they are left out of the line when not set.
-    """
+    """What the answer is about; keys left ``UNSET`` are left out of the line."""
 
     model: str
     role: Literal["assistant"] = "assistant"
     provider: str
+    conversation_id: str | msgspec.UnsetType = msgspec.UNSET
+    """The stored conversation the answer belongs to (when it is stored)."""
+    message_id: str | msgspec.UnsetType = msgspec.UNSET
+    """The stored assistant message (when it is stored)."""
 
 
 class MetaEvent(msgspec.Struct, gc=False):

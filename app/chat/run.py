@@ -74,10 +74,12 @@ class ChatPlan:
 class Chat:
     """One answer as features see it: the plan, then who answered and when."""
 
-    __slots__ = ("admitted_at", "meta", "opened_at", "plan")
+    __slots__ = ("admitted_at", "meta", "opened_at", "params", "plan")
 
     def __init__(self, plan: ChatPlan) -> None:
         self.plan = plan
+        self.params = plan.params
+        """What goes upstream; a feature's ``admit`` may replace it (history puts stored turns first)."""
         self.meta: Meta | None = None
         """``meta`` once the upstream said yes; observers' ``started`` may add keys."""
         self.admitted_at = time.monotonic()
@@ -174,7 +176,7 @@ class ChatPipeline:
         plan = chat.plan
         last = len(plan.attempts) - 1
         for number, attempt in enumerate(plan.attempts):
-            params = plan.params
+            params = chat.params
             if attempt.model != params.model:
                 params = msgspec.structs.replace(params, model=attempt.model)
             try:
