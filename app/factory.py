@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from litestar import Litestar, Router
@@ -22,11 +23,13 @@ from app.lifespan import upstream_client
 from app.openapi import docs_assets_router, openapi_config
 from app.request import JSONSafeRequest
 from app.transports.ndjson import ChatController
+from app.transports.websocket import FRAMES_DOC, chat_socket
 from providers.registry import ProviderRegistry
 
 __all__ = ("create_app",)
 
 _VERSION = "0.1.0"
+_DESCRIPTION = "Relays a local LLM server's streamed answer to the browser as NDJSON.\n" + FRAMES_DOC
 
 
 def create_app(
@@ -60,20 +63,24 @@ def create_app(
         # On a router, not the app: app-level dependencies that read the body would make the
         # OpenAPI document claim that every route (even GET /health) takes a ChatRequest.
         route_handlers=[
-            Router("/", route_handlers=[ChatController], dependencies={**DEPENDENCIES, **(dependencies or {})}),
+            Router(
+                "/",
+                route_handlers=[ChatController, chat_socket],
+                dependencies={**DEPENDENCIES, **(dependencies or {})},
+            ),
             health,
             health_head,
             docs_assets_router(),
         ],
-        state=State({"settings": settings, "registry": registry, "extra_features": tuple(features)}),
+        state=State(
+            {"settings": settings, "registry": registry, "extra_features": tuple(features), "open_sockets": Counter()}
+        ),
         lifespan=[upstream_client],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         cors_config=cors,
         request_max_body_size=settings.limits.max_body_bytes,
         request_class=JSONSafeRequest,
-        openapi_config=openapi_config(
-            _VERSION, "Relays a local LLM server's streamed answer to the browser as NDJSON."
-        ),
+        openapi_config=openapi_config(_VERSION, _DESCRIPTION),
         logging_config=LoggingConfig(
             root={"level": settings.log_level.upper(), "handlers": ["queue_listener"]},
             log_exceptions="never",  # our handlers log what deserves it, once

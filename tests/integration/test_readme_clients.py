@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import os
 import re
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_upstream import FakeUpstream, Reply
+from tests.fake_upstream import FakeUpstream, Reply, sse_chunks
 from tests.integration.conftest import LiveService
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -72,3 +73,42 @@ async def test_browser_client_collects_the_streamed_answer(
     stdout, stderr = await asyncio.wait_for(node.communicate(), timeout=30)
     assert node.returncode == 0, stderr.decode()
     assert stdout.decode().strip() == '{"text":"Héllo wörld 🙂","finish":"stop"}'
+
+
+async def test_websocket_client_streams_and_stops(upstream: FakeUpstream, service: LiveService, tmp_path: Path) -> None:
+    require_node()
+    upstream.default = Reply.sse(["Hé", "llo ", "wörld 🙂"])
+    upstream.on("endless", Reply(writes=sse_chunks(["first"], finish_reason=None, done=False), hold_open=True))
+    module = tmp_path / "socket.mjs"
+    module.write_text(
+        snippet("js", "export function openChatSocket").replace(README_URL.replace("http", "ws"), ws(service))
+    )
+    runner = tmp_path / "run.mjs"
+    runner.write_text(
+        'import { openChatSocket } from "./socket.mjs";\n'
+        "const chat = openChatSocket();\n"
+        "let text = '';\n"
+        "const first = await chat.send({ message: 'hi' }, { onDelta: (d) => { text += d; } });\n"
+        "let partial = '';\n"
+        "const second = await chat.send({ message: 'go on', model: 'endless' }, {\n"
+        "  onDelta: (d) => { partial += d; chat.stop(); },\n"
+        "});\n"
+        "chat.close();\n"
+        "console.log(JSON.stringify({ text, finish: first.finish_reason, partial, stopped: second.finish_reason }));\n"
+    )
+    node = await asyncio.create_subprocess_exec(
+        "node", "--experimental-websocket", str(runner), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
+    )
+    stdout, stderr = await asyncio.wait_for(node.communicate(), timeout=30)
+    assert node.returncode == 0, stderr.decode()
+    assert json.loads(stdout) == {
+        "text": "Héllo wörld 🙂",
+        "finish": "stop",
+        "partial": "first",
+        "stopped": "cancelled",
+    }
+    await asyncio.wait_for(upstream.requests[-1].disconnected.wait(), 1.0)
+
+
+def ws(service: LiveService) -> str:
+    return service.url.replace("http://", "ws://")
