@@ -24,6 +24,10 @@ from providers.events import (
     Meta,
     MetaEvent,
     ReasoningEvent,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallDeltaEvent,
+    ToolCallEvent,
     Usage,
 )
 from providers.http import HTTPEventStream, ReadyEventStream, StreamParser, UpstreamHTTP
@@ -32,6 +36,7 @@ from providers.openai import OpenAICompatibleProvider
 from providers.openai_answer import OpenAIAnswer, PromptSize
 from providers.registry import ProviderRegistry
 from providers.sse import ServerSentEvent, SSEDecoder
+from providers.tool_calls import ToolCallFragment, ToolCallTracker, arguments_text, new_call_id
 
 __all__ = (
     "DEFAULT_KIND",
@@ -66,10 +71,18 @@ __all__ = (
     "ServerSentEvent",
     "StreamInterrupted",
     "StreamParser",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolCallDeltaEvent",
+    "ToolCallEvent",
+    "ToolCallFragment",
+    "ToolCallTracker",
     "UpstreamHTTP",
     "UpstreamProtocolError",
     "UpstreamRejected",
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "Usage",
+    "arguments_text",
+    "new_call_id",
 )

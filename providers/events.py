@@ -1,7 +1,8 @@
-"""The events of one chat answer: one model for every transport (NDJSON today, WebSocket later).
+"""The events of one chat answer: one model for every transport (NDJSON, WebSocket, the AI SDK stream).
 
 Each event encodes to exactly one line of the contract's wire format, keyed by field name:
-``{"meta":…}``, ``{"delta":…}``, ``{"reasoning":…}``, ``{"done":true,…}``, ``{"error":…}``.
+``{"meta":…}``, ``{"delta":…}``, ``{"reasoning":…}``, ``{"tool_call_delta":…}``,
+``{"tool_call":…}``, ``{"done":true,…}``, ``{"error":…}``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ __all__ = (
     "Meta",
     "MetaEvent",
     "ReasoningEvent",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolCallDeltaEvent",
+    "ToolCallEvent",
     "Usage",
     "error_event",
 )
@@ -56,6 +61,37 @@ class ReasoningEvent(msgspec.Struct, gc=False):
     reasoning: str
 
 
+class ToolCallDelta(msgspec.Struct, kw_only=True, gc=False):
+    """A fragment of a tool call; ``id`` and ``name`` (left out while ``UNSET``) on a call's first fragment only."""
+
+    index: int
+    id: str | msgspec.UnsetType = msgspec.UNSET
+    name: str | msgspec.UnsetType = msgspec.UNSET
+    arguments: str = ""
+    """The raw fragment of the arguments' JSON text, possibly empty."""
+
+
+class ToolCallDeltaEvent(msgspec.Struct, gc=False):
+    """A fragment of a tool call, as it arrives."""
+
+    tool_call_delta: ToolCallDelta
+
+
+class ToolCall(msgspec.Struct, gc=False):
+    """A complete tool call: ``arguments`` is the JSON text as the model wrote it."""
+
+    index: int
+    id: str
+    name: str
+    arguments: str
+
+
+class ToolCallEvent(msgspec.Struct, gc=False):
+    """One complete call, once the upstream's answer has ended, before ``done``."""
+
+    tool_call: ToolCall
+
+
 class Usage(msgspec.Struct, omit_defaults=True):
     """Token counts, as the upstream reported them."""
 
@@ -86,7 +122,9 @@ class ErrorEvent(msgspec.Struct):
     error: ErrorInfo
 
 
-ChatEvent: TypeAlias = MetaEvent | DeltaEvent | ReasoningEvent | DoneEvent | ErrorEvent
+ChatEvent: TypeAlias = (
+    MetaEvent | DeltaEvent | ReasoningEvent | ToolCallDeltaEvent | ToolCallEvent | DoneEvent | ErrorEvent
+)
 
 
 def error_event(exc: AgentError) -> ErrorEvent:

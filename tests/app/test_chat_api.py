@@ -351,7 +351,15 @@ def test_openapi_documents_chat(client: TestClient[Litestar]) -> None:
     ok = chat["responses"]["200"]["content"]
     assert list(ok) == ["application/x-ndjson"]
     event_refs = {ref["$ref"].rsplit("/", 1)[-1] for ref in ok["application/x-ndjson"]["schema"]["oneOf"]}
-    assert event_refs == {"MetaEvent", "DeltaEvent", "ReasoningEvent", "DoneEvent", "ErrorEvent"}
+    assert event_refs == {
+        "MetaEvent",
+        "DeltaEvent",
+        "ReasoningEvent",
+        "ToolCallDeltaEvent",
+        "ToolCallEvent",
+        "DoneEvent",
+        "ErrorEvent",
+    }
     for status in ("400", "404", "413", "429", "502", "503", "504"):
         assert "application/problem+json" in chat["responses"][status]["content"], status
     body_ref = chat["requestBody"]["content"]["application/json"]["schema"]["$ref"]
