@@ -10,7 +10,6 @@ from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.logging import LoggingConfig
 
 from app.chat import ChatFeature, ChatPipeline, ChatPlan, ChatRequest
 from app.cli import HostPortFromSettings
@@ -21,6 +20,10 @@ from app.errors import EXCEPTION_HANDLERS
 from app.health import health, health_head
 from app.lifespan import upstream_client
 from app.openapi import docs_assets_router, openapi_config
+from app.ops.logs import logging_config
+from app.ops.metrics import MetricsController, metrics_config
+from app.ops.ready import Readiness, ready
+from app.ops.requests import RequestLog
 from app.request import JSONSafeRequest
 from app.transports.ndjson import ChatController
 from app.transports.websocket import FRAMES_DOC, chat_socket
@@ -70,10 +73,19 @@ def create_app(
             ),
             health,
             health_head,
+            ready,
+            MetricsController,
             docs_assets_router(),
         ],
         state=State(
-            {"settings": settings, "registry": registry, "extra_features": tuple(features), "open_sockets": Counter()}
+            {
+                "settings": settings,
+                "registry": registry,
+                "extra_features": tuple(features),
+                "open_sockets": Counter(),
+                "socket_sessions": set(),
+                "readiness": Readiness(),
+            }
         ),
         lifespan=[upstream_client],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
@@ -81,22 +93,20 @@ def create_app(
         request_max_body_size=settings.limits.max_body_bytes,
         request_class=JSONSafeRequest,
         openapi_config=openapi_config(_VERSION, _DESCRIPTION),
-        logging_config=LoggingConfig(
-            root={"level": settings.log_level.upper(), "handlers": ["queue_listener"]},
-            log_exceptions="never",  # our handlers log what deserves it, once
-            loggers={
-                "litestar": {"level": "INFO", "handlers": ["queue_listener"], "propagate": False},
-                # httpx logs every upstream request at INFO; the access log already has one line each.
-                "httpx": {"level": "WARNING"},
-                "httpcore": {"level": "WARNING"},
-            },
-        ),
+        logging_config=logging_config(settings.log_level, _log_format(settings)),
+        middleware=[metrics_config().middleware],
         plugins=[HostPortFromSettings(settings)],
         signature_namespace={"ChatPlan": ChatPlan, "ChatPipeline": ChatPipeline, "ChatRequest": ChatRequest},
     )
-    # Litestar answers a refused CORS preflight with text/plain from inside its own middleware.
-    app.asgi_handler = PreflightRefusals(app.asgi_handler, cors)
+    # Outermost: every response gets its request id and its log line, a refused CORS preflight
+    # included (Litestar answers those with text/plain from inside its own middleware).
+    app.asgi_handler = RequestLog(PreflightRefusals(app.asgi_handler, cors))
     return app
+
+
+def _log_format(settings: Settings) -> str:
+    """``logging.format``, or by environment: JSON lines in production, text elsewhere."""
+    return settings.logging.format or ("json" if settings.env == "production" else "text")
 
 
 def load_settings_or_exit() -> Settings:

@@ -14,6 +14,7 @@ from litestar import Litestar
 
 from app.chat import ChatFeature
 from app.config import Settings
+from app.ops.telemetry import TelemetryFeature
 
 __all__ = ("chat_features",)
 
@@ -22,7 +23,8 @@ __all__ = ("chat_features",)
 async def chat_features(app: Litestar, settings: Settings) -> AsyncIterator[list[ChatFeature]]:
     """The features to hand the pipeline; what they hold open lives until the block ends."""
     async with AsyncExitStack() as stack:  # a feature that holds resources enters its context on it
-        features: list[ChatFeature] = []
+        # Telemetry first: its observer is released last, after the others have done their part.
+        features: list[ChatFeature] = [TelemetryFeature(log_prompts=settings.logging.log_prompts)]
         features.extend(app.state.get("extra_features", ()))
         app.state.feature_resources = stack
         yield features

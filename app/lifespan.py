@@ -14,6 +14,8 @@ from litestar import Litestar
 from app.chat import ChatPipeline
 from app.config import Settings
 from app.features import chat_features
+from app.ops.ready import Readiness
+from app.ops.shutdown import Shutdown
 from providers.aiohttp_transport import AiohttpTransport
 from providers.registry import ProviderRegistry
 
@@ -61,6 +63,11 @@ def make_client(settings: Settings, transport: AiohttpTransport) -> httpx.AsyncC
     )
 
 
+def _end_socket_chats(app: Litestar) -> None:
+    for session in list(app.state.socket_sessions):
+        session.shutdown()
+
+
 @asynccontextmanager
 async def upstream_client(app: Litestar) -> AsyncIterator[None]:
     """Open the shared client at start-up and close it (and its connections) at shutdown."""
@@ -75,9 +82,18 @@ async def upstream_client(app: Litestar) -> AsyncIterator[None]:
                 settings.providers, settings.default_provider, client
             )
         async with chat_features(app, settings) as features:
-            app.state.pipeline = ChatPipeline(registry, settings.limits, features)
+            pipeline = app.state.pipeline = ChatPipeline(registry, settings.limits, features)
+            shutdown = app.state.shutdown = Shutdown(pipeline, settings.shutdown_grace_seconds)
+            # uvicorn closes WebSockets as soon as it begins to stop: end their chats with a last word first.
+            shutdown.on_begin(lambda: _end_socket_chats(app))
+            readiness: Readiness = app.state.readiness
+            readiness.stopping = lambda: shutdown.stopping
+            shutdown.install()
             # What is alive now (modules, the app, its routes) lives as long as the process; keep it
             # out of the cyclic GC's walks, so that a full collection, which pauses every open stream,
             # walks only request garbage (measured with 64 streams open: 37 ms -> 3.5 ms).
             gc.freeze()
-            yield
+            try:
+                yield
+            finally:
+                shutdown.uninstall()

@@ -203,6 +203,13 @@ class _Session:
             if self._timeout is not None:  # the reader is waiting: restart its idle clock
                 self._timeout.reschedule(self._last_active + self._idle)
 
+    def shutdown(self) -> None:
+        """The service is stopping: end the running chat with ``server_shutdown`` while the socket is open."""
+        if self._run is not None:
+            self._run.stop("shutdown")
+        elif self._cancel is not None:
+            self._cancel.set()
+
     async def _stop_chat(self, reason: str, *, wait: bool = True) -> None:
         run, cancel, chat = self._run, self._cancel, self._chat
         if run is not None:
@@ -274,9 +281,12 @@ async def chat_socket(
     await socket.accept(subprotocols=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     sockets[owner] += 1
     session = _Session(socket, pipeline, settings)
+    sessions: set[_Session] = state.socket_sessions
+    sessions.add(session)
     try:
         await session.serve()
     finally:
+        sessions.discard(session)
         sockets[owner] -= 1
         if not sockets[owner]:
             del sockets[owner]
