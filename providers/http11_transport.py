@@ -310,8 +310,8 @@ class _ResponseStream(httpx.AsyncByteStream):
         """End the response without awaiting anything, so that a cancelled task can too.
 
         A body read to its end has already put its connection back in the pool; otherwise the
-        connection is closed, which tells the upstream that nobody is listening any more. Reads
-        after this raise ``error`` (an ``httpx.ReadError`` if none is given).
+        connection is closed, which tells the upstream that nobody is listening any more. If the
+        body had not ended, reads after this raise ``error`` (an ``httpx.ReadError`` if none is given).
         """
         if self._closed:
             return
