@@ -16,7 +16,7 @@ from app.config import Settings
 from app.features import chat_features
 from app.ops.ready import Readiness
 from app.ops.shutdown import Shutdown
-from providers.aiohttp_transport import AiohttpTransport
+from providers.http11_transport import HTTP11Transport
 from providers.registry import ProviderRegistry
 
 __all__ = ("upstream_client",)
@@ -26,17 +26,17 @@ _KEEPALIVE_SECONDS: Final = 30.0
 _LOOPBACK: Final = ("all://localhost", "all://127.0.0.1", "all://[::1]")
 
 
-def make_transport(settings: Settings) -> AiohttpTransport:
+def make_transport(settings: Settings) -> HTTP11Transport:
     """The transport streamed answers take: one socket read becomes one piece of the body (see its module)."""
     connections = settings.limits.max_upstream_connections
-    return AiohttpTransport(
+    return HTTP11Transport(
         max_connections=connections,
         max_idle_connections=min(_MAX_IDLE_UPSTREAM_CONNECTIONS, connections),
         keepalive_expiry=_KEEPALIVE_SECONDS,
     )
 
 
-def make_client(settings: Settings, transport: AiohttpTransport) -> httpx.AsyncClient:
+def make_client(settings: Settings, transport: HTTP11Transport) -> httpx.AsyncClient:
     """The shared upstream client; per-provider timeouts are set on each request.
 
     Requests go through ``transport`` wherever no proxy applies: always to loopback (a local LLM

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from providers.aiohttp_transport import AiohttpTransport
 from providers.base import ChatMessage, ChatParams, EventStream, LLMProvider
 from providers.config import HTTPProviderConfig, OpenAIConfig
 from providers.errors import (
@@ -31,6 +30,7 @@ from providers.events import (
     Usage,
 )
 from providers.http import HTTPEventStream, ReadyEventStream, StreamParser, UpstreamHTTP
+from providers.http11_transport import HTTP11Transport
 from providers.kinds import DEFAULT_KIND, PROVIDER_KINDS, ProviderConfig, ProviderKind
 from providers.openai import OpenAICompatibleProvider
 from providers.openai_answer import OpenAIAnswer, PromptSize
@@ -42,7 +42,6 @@ __all__ = (
     "DEFAULT_KIND",
     "PROVIDER_KINDS",
     "AgentError",
-    "AiohttpTransport",
     "ChatEvent",
     "ChatMessage",
     "ChatParams",
@@ -51,6 +50,7 @@ __all__ = (
     "ErrorEvent",
     "ErrorInfo",
     "EventStream",
+    "HTTP11Transport",
     "HTTPEventStream",
     "HTTPProviderConfig",
     "LLMProvider",

@@ -23,7 +23,7 @@ __all__ = ("JSONFormatter", "RequestIdFilter", "TextFormatter", "logging_config"
 #: The id of the request being served in this context ("-" outside any request).
 request_id: Final = contextvars.ContextVar("request_id", default="-")
 
-_NOISY: Final = ("httpx", "httpcore", "aiohttp")
+_NOISY: Final = ("httpx", "httpcore")
 
 
 class RequestIdFilter(logging.Filter):

@@ -14,7 +14,7 @@ import uvicorn
 from app import create_app
 from app.config import Limits, Settings
 from providers import OpenAIConfig
-from providers.aiohttp_transport import AiohttpTransport
+from providers.http11_transport import HTTP11Transport
 from tests.fake_upstream import FakeUpstream
 
 
@@ -59,7 +59,7 @@ class LiveService:
 
     def upstream_connections_in_use(self) -> int:
         """Upstream connections of the app's shared transport that are busy with a response."""
-        transport: AiohttpTransport = self.app.state.upstream_transport
+        transport: HTTP11Transport = self.app.state.upstream_transport
         return transport.responses_open
 
 

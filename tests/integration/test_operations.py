@@ -112,7 +112,7 @@ async def test_log_prompts_puts_the_prompt_and_answer_in_the_stream_line(
 async def test_sigterm_lets_streams_finish_for_the_grace_period_then_ends_them(
     upstream: FakeUpstream, tmp_path: Path, workers: int
 ) -> None:
-    upstream.on("short", Reply.sse(["a", "b", "c"], delay=0.3))  # ends within the grace period
+    upstream.on("short", Reply.sse(["a", "b", "c"], delay=0.1))  # six writes, 0.5 s: ends within the grace period
     upstream.on("endless", Reply(writes=sse_chunks(["x"], finish_reason=None, done=False), hold_open=True))
     service = await start(tmp_path, service_env(upstream), workers=workers)
     try:
