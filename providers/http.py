@@ -267,7 +267,12 @@ class ReadyEventStream:
 
 
 async def _relay(response: httpx.Response, parser: StreamParser) -> AsyncIterator[Sequence[ChatEvent]]:
-    reads = response.aiter_raw() if "content-encoding" not in response.headers else response.aiter_bytes()
+    # The stream itself, not aiter_raw(): one generator layer (and httpx's byte counting) less per read.
+    reads: AsyncIterator[bytes] = (
+        aiter(response.stream)  # type: ignore[arg-type]
+        if "content-encoding" not in response.headers
+        else response.aiter_bytes()
+    )
     try:
         async for chunk in reads:
             batch = parser.feed(chunk)

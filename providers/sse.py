@@ -30,6 +30,25 @@ class ServerSentEvent(msgspec.Struct, frozen=True, gc=False):
     data: bytes
 
 
+def _whole_data_events(chunk: bytes) -> list[ServerSentEvent] | None:
+    """The events of a read that is nothing but whole one-line ``data: …`` events (and comments).
+
+    What real servers send nearly always; ``None`` for anything else, which the general path
+    takes (the decoder must be between events, with nothing pending, for this to apply).
+    """
+    if not chunk.endswith(b"\n\n") or b"\r" in chunk:
+        return None
+    events: list[ServerSentEvent] = []
+    for part in chunk.split(b"\n\n")[:-1]:
+        if b"\n" in part:
+            return None
+        if part.startswith(b"data: "):
+            events.append(ServerSentEvent("message", part[6:]))
+        elif part[:1] != b":":
+            return None
+    return events
+
+
 class SSEDecoder:
     """Feed it each network read with :meth:`feed`; it returns the events completed by that read."""
 
@@ -51,6 +70,10 @@ class SSEDecoder:
         Returns:
             The events that these bytes completed, in order (often none or one).
         """
+        if not self._tail and not self._data and not self._skip_lf and self._started and not self._event:
+            fast = _whole_data_events(chunk)
+            if fast is not None:
+                return fast
         if not self._started:
             chunk = self._strip_bom(chunk)
         if self._skip_lf and chunk:

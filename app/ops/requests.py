@@ -20,12 +20,15 @@ from app.ops.logs import request_id
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ("RequestLog", "current_scope", "principal_name")
+__all__ = ("RAW_SEND", "RequestLog", "current_scope", "principal_name", "raw_send")
 
 logger = logging.getLogger("app.requests")
 
 #: The ASGI scope of the request being served (route template, principal, client), or ``None``.
 current_scope: Final[contextvars.ContextVar[Scope | None]] = contextvars.ContextVar("current_scope", default=None)
+
+#: The scope key under which the server's own ``send`` is kept (see :func:`raw_send`).
+RAW_SEND: Final = "agent_backend.raw_send"
 
 _VALID_ID: Final = re.compile(rb"[\x21-\x7e]{1,128}")
 _HEADER: Final = b"x-request-id"
@@ -36,6 +39,18 @@ def _incoming_id(scope: Scope) -> str | None:
         if name == _HEADER:
             return value.decode("ascii") if _VALID_ID.fullmatch(value) else None
     return None
+
+
+def raw_send(scope: Scope, chained: Send) -> Send:
+    """The server's ``send``, past every middleware, for the body of a stream once its start has gone out.
+
+    The middleware around a route (exception handling, Prometheus, CORS, ours) only look at a
+    response's start, and at its end for the duration; wrapped, each of them costs a call per
+    write, which for a stream is per upstream read. A transport sends the start and the last body
+    message through ``chained`` and the pieces in between through this.
+    """
+    send: Send | None = scope.get(RAW_SEND)  # type: ignore[assignment]
+    return send or chained
 
 
 def principal_name(scope: Scope | dict[str, Any]) -> str:
@@ -79,6 +94,7 @@ class RequestLog:
                 status = 403  # closed before the handshake: what the server answers
             await send(message)
 
+        scope[RAW_SEND] = send  # type: ignore[typeddict-unknown-key]
         rid_token = request_id.set(rid)
         scope_token = current_scope.set(scope)
         started = time.perf_counter()

@@ -54,13 +54,35 @@ STREAMS: Final = Counter(f"{_PREFIX}_streams", "Chats ended, by outcome", ["prov
 CANCELLATIONS: Final = Counter(f"{_PREFIX}_cancellations", "Answers stopped before their end", ["provider", "reason"])
 
 
+class _Series:
+    """One provider's label children, looked up once per process rather than per stream."""
+
+    __slots__ = ("deltas", "duration", "open", "ttfd")
+
+    def __init__(self, provider: str) -> None:
+        self.deltas = DELTAS.labels(provider)
+        self.open = STREAMS_OPEN.labels(provider)
+        self.ttfd = TIME_TO_FIRST_DELTA.labels(provider)
+        self.duration = STREAM_DURATION.labels(provider)
+
+
+_series: dict[str, _Series] = {}
+
+
+def _series_of(provider: str) -> _Series:
+    series = _series.get(provider)
+    if series is None:
+        series = _series[provider] = _Series(provider)
+    return series
+
+
 class _StreamTelemetry(ChatObserver):
-    __slots__ = ("_answer", "_deltas", "_first_delta_at", "_log_prompts", "_provider", "_scope", "_sent")
+    __slots__ = ("_answer", "_first_delta_at", "_log_prompts", "_provider", "_scope", "_sent", "_series")
 
     def __init__(self, log_prompts: bool) -> None:
         self._log_prompts = log_prompts
         self._provider = ""
-        self._deltas: Any = None
+        self._series: _Series | None = None
         self._sent = 0
         self._first_delta_at: float | None = None
         self._answer: list[str] = []
@@ -69,8 +91,8 @@ class _StreamTelemetry(ChatObserver):
     async def started(self, chat: Chat) -> None:
         meta = chat.meta
         self._provider = meta.provider if meta is not None else ""
-        self._deltas = DELTAS.labels(self._provider)
-        STREAMS_OPEN.labels(self._provider).inc()
+        self._series = _series_of(self._provider)
+        self._series.open.inc()
 
     def batch(self, events: Sequence[ChatEvent]) -> None:
         count = 0
@@ -83,22 +105,23 @@ class _StreamTelemetry(ChatObserver):
             if self._first_delta_at is None:
                 self._first_delta_at = time.monotonic()
             self._sent += count
-            self._deltas.inc(count)
+            self._series.deltas.inc(count)  # type: ignore[union-attr]  # batches come only after started
 
     async def released(self, chat: Chat, outcome: Outcome) -> None:
         ended = time.monotonic()
         provider = self._provider or chat.plan.attempts[0].provider.name
         STREAMS.labels(provider, outcome.code).inc()
-        if self._deltas is None:
+        series = self._series
+        if series is None:
             return  # never started (refused, or the client left first): the request's own line says so
-        STREAMS_OPEN.labels(provider).dec()
+        series.open.dec()
         if outcome.interrupted:
             CANCELLATIONS.labels(provider, outcome.kind).inc()
         duration = ended - chat.admitted_at
-        STREAM_DURATION.labels(provider).observe(duration)
+        series.duration.observe(duration)
         ttfd = None if self._first_delta_at is None else self._first_delta_at - chat.admitted_at
         if ttfd is not None:
-            TIME_TO_FIRST_DELTA.labels(provider).observe(ttfd)
+            series.ttfd.observe(ttfd)
         scope: dict[str, Any] = dict(self._scope or {})
         meta = chat.meta
         fields: dict[str, Any] = {

@@ -16,7 +16,8 @@ from app.chat import ChatPipeline, ChatPlan, ChatRun
 from app.chat.cancel import LateWatch
 from app.chat.run import WATCH_AFTER_SECONDS
 from app.openapi import problem_responses
-from providers.events import ChatEvent
+from app.ops.requests import raw_send
+from providers.events import ChatEvent, DoneEvent, ErrorEvent
 
 if TYPE_CHECKING:
     from litestar.app import Litestar
@@ -31,6 +32,7 @@ NDJSON_MEDIA_TYPE: Final = "application/x-ndjson"
 STREAM_HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _CLIENT_CLOSED_REQUEST: Final = 499  # nginx's status for this; only the access log sees it
 _encoder: Final = msgspec.json.Encoder()
+_TERMINAL: Final = (DoneEvent, ErrorEvent)
 
 _EVENTS_DOC = """One JSON object per line, each written as soon as it exists:
 `{"meta":…}` first; `{"delta":"…"}` per piece of answer text; `{"reasoning":"…"}` per piece of
@@ -57,14 +59,16 @@ async def _disconnected(receive: Receive) -> None:
 class _NDJSONBody(ASGIResponse):
     """The ASGI side of :class:`NDJSONStream`: pumps the run into the response body."""
 
-    __slots__ = ("_run",)
+    __slots__ = ("_raw_send", "_run")
     _should_set_content_length = False
 
     def __init__(self, run: ChatRun, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._run = run
+        self._raw_send: Send | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._raw_send = raw_send(scope, send)
         try:
             await super().__call__(scope, receive, send)
         finally:
@@ -72,16 +76,26 @@ class _NDJSONBody(ASGIResponse):
 
     async def send_body(self, send: Send, receive: Receive) -> None:
         run = self._run
+        send_piece = self._raw_send or send  # the last message goes through every middleware, the rest past them
+        ended = False
 
         async def write(batch: Sequence[ChatEvent]) -> None:
-            await send({"type": "http.response.body", "body": encode_batch(batch), "more_body": True})
+            nonlocal ended
+            if isinstance(batch[-1], _TERMINAL):
+                # The terminal line ends the body in the same write: the client has the whole
+                # response before the run closes its upstream and its features do their last part.
+                ended = True
+                await send({"type": "http.response.body", "body": encode_batch(batch), "more_body": False})
+            else:
+                await send_piece({"type": "http.response.body", "body": encode_batch(batch), "more_body": True})
 
         watcher = LateWatch(WATCH_AFTER_SECONDS, lambda: _disconnected(receive), lambda: run.stop("client_gone"))
         try:
             await run.pump(write)
         finally:
             watcher.cancel()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not ended:  # the client left: nothing ended the body
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class NDJSONStream(Response[None]):

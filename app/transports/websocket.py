@@ -32,6 +32,7 @@ from litestar.params import SkipValidation
 from app.chat import ChatPipeline, ChatRequest, ChatRun, parse_chat_request
 from app.config import Settings
 from app.errors import Busy, InvalidRequest, PayloadTooLarge, problem_body
+from app.ops.requests import raw_send
 from app.principal import client_address, principal_of
 from providers.errors import AgentError, RateLimited
 from providers.events import ChatEvent, DoneEvent, error_event
@@ -221,7 +222,7 @@ class _Session:
 
     def _sender(self, frame_id: object) -> Any:
         suffix = b',"id":' + _encoder.encode(frame_id) + b"}" if frame_id is not None else b""
-        send = self._socket.send
+        send = raw_send(self._socket.scope, self._socket.send)  # frames past the middleware, as NDJSON's pieces
 
         async def send_events(batch: Sequence[ChatEvent]) -> None:
             for event in batch:
