@@ -38,7 +38,19 @@ ENVIRONMENTS: Final = ("development", "testing", "production")
 PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
 _LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug")
 _STRING_KEYS: Final = frozenset(
-    {"host", "default_provider", "kind", "base_url", "api_key", "model", "url", "redis_url", "username", "password"}
+    {
+        "host",
+        "default_provider",
+        "kind",
+        "base_url",
+        "api_key",
+        "model",
+        "url",
+        "redis_url",
+        "username",
+        "password",
+        "key_prefix",
+    }
 )
 _SECRET_KEYS: Final = frozenset({"api_key", "password", "secret", "token", "url", "redis_url", "api_keys"})
 _MSGSPEC_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
@@ -128,6 +140,9 @@ def _check(settings: Settings) -> None:
     for section in SECTIONS:
         for key, problem in getattr(settings, section).problems():
             raise _fail(f"{section}.{key}", problem)
+    if settings.env == "production":
+        for key, problem in settings.auth.production_problems():
+            raise _fail(f"auth.{key}", problem)
 
 
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")

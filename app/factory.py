@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.logging import LoggingConfig
 
+from app.auth import auth_middleware
 from app.chat import ChatFeature, ChatPipeline, ChatPlan, ChatRequest
 from app.cli import HostPortFromSettings
 from app.config import Settings, load_settings
@@ -19,6 +20,7 @@ from app.dependencies import DEPENDENCIES
 from app.errors import EXCEPTION_HANDLERS
 from app.health import health, health_head
 from app.lifespan import upstream_client
+from app.limits import RateLimits
 from app.openapi import docs_assets_router, openapi_config
 from app.request import JSONSafeRequest
 from app.transports.ndjson import ChatController
@@ -49,6 +51,8 @@ def create_app(
     """
     if settings is None:
         settings = load_settings_or_exit()
+    # Rate limits: counters in memory, or a Redis client that connects on first use (no I/O here).
+    limits = RateLimits(settings.rate_limit) if settings.rate_limit.enabled else None
     cors = CORSConfig(
         allow_origins=list(settings.cors_origins),
         allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
@@ -65,7 +69,11 @@ def create_app(
             health_head,
             docs_assets_router(),
         ],
-        state=State({"settings": settings, "registry": registry, "extra_features": tuple(features)}),
+        state=State(
+            {"settings": settings, "registry": registry, "extra_features": tuple(features), "rate_limits": limits}
+        ),
+        # Authentication only when on: with it off there is no middleware and everyone is anonymous.
+        middleware=[auth_middleware(settings, limits)] if settings.auth.enabled else [],
         lifespan=[upstream_client],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         cors_config=cors,

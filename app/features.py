@@ -14,6 +14,7 @@ from litestar import Litestar
 
 from app.chat import ChatFeature
 from app.config import Settings
+from app.limits import RateLimitFeature, RateLimits
 
 __all__ = ("chat_features",)
 
@@ -23,6 +24,10 @@ async def chat_features(app: Litestar, settings: Settings) -> AsyncIterator[list
     """The features to hand the pipeline; what they hold open lives until the block ends."""
     async with AsyncExitStack() as stack:  # a feature that holds resources enters its context on it
         features: list[ChatFeature] = []
+        limits: RateLimits | None = app.state.get("rate_limits")
+        if limits is not None:  # first: a chat over its budget touches nothing else
+            stack.push_async_callback(limits.aclose)
+            features.append(RateLimitFeature(limits))
         features.extend(app.state.get("extra_features", ()))
         app.state.feature_resources = stack
         yield features

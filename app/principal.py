@@ -7,12 +7,20 @@ conversations, rate limits) takes the principal from here, never from a handler'
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+import ipaddress
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 from litestar.connection import ASGIConnection
 
-__all__ = ("ANONYMOUS", "Principal", "client_address", "principal_of")
+if TYPE_CHECKING:
+    from litestar.types import Scope
+
+__all__ = ("ANONYMOUS", "Principal", "client_address", "client_address_of_scope", "principal_of")
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_MAX_ADDRESS_CHARS: Final = 64
 
 
 class Principal(msgspec.Struct, frozen=True, gc=False):
@@ -32,6 +40,49 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
 
 
 def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    """The peer's address (proxies are only believed where the rate limits' configuration says so)."""
-    client = connection.scope.get("client")
-    return str(client[0]) if client else "unknown"
+    """The client's address: the peer's, or what a trusted proxy says (see :func:`client_address_of_scope`)."""
+    return client_address_of_scope(connection.scope)
+
+
+def client_address_of_scope(scope: Scope) -> str:
+    """The client's address as CONTRACT §7 defines it, for limits that count per address.
+
+    The peer address, or, when the peer is in ``rate_limit.trusted_proxies``, the right-most
+    ``X-Forwarded-For`` entry that is not a trusted proxy (entries left of it are whatever the
+    client wrote, so they are never believed). uvicorn's own ``--forwarded-allow-ips`` does not
+    matter here: only the configured proxies are trusted.
+    """
+    client = scope.get("client")
+    peer = str(client[0]) if client else "unknown"
+    app = scope.get("litestar_app")
+    settings = app.state.get("settings") if app is not None else None
+    proxies: list[str] = settings.rate_limit.trusted_proxies if settings is not None else []
+    if not proxies:
+        return peer
+    networks = _networks(tuple(proxies))
+    if not _trusted(peer, networks):
+        return peer
+    entries = [
+        entry.strip()
+        for name, value in scope["headers"]
+        if name == b"x-forwarded-for"
+        for entry in value.decode("latin-1").split(",")
+        if entry.strip()
+    ]
+    for entry in reversed(entries):
+        if not _trusted(entry, networks):
+            return entry[:_MAX_ADDRESS_CHARS]
+    return entries[0][:_MAX_ADDRESS_CHARS] if entries else peer
+
+
+@lru_cache(maxsize=8)
+def _networks(proxies: tuple[str, ...]) -> tuple[_Network, ...]:
+    return tuple(ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
+
+
+def _trusted(address: str, networks: tuple[_Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
