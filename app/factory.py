@@ -11,7 +11,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.logging import LoggingConfig
 
-from app.auth import auth_middleware
+from app.auth import auth_middleware, install_log_redaction
 from app.chat import ChatFeature, ChatPipeline, ChatPlan, ChatRequest
 from app.cli import HostPortFromSettings
 from app.config import Settings, load_settings
@@ -51,6 +51,7 @@ def create_app(
     """
     if settings is None:
         settings = load_settings_or_exit()
+    install_log_redaction()  # WebSocket handshakes carry keys; the server logs them at debug
     # Rate limits: counters in memory, or a Redis client that connects on first use (no I/O here).
     limits = RateLimits(settings.rate_limit) if settings.rate_limit.enabled else None
     cors = CORSConfig(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from app.auth.credentials import KEY_PREFIX, Authenticator, key_hash, new_api_key, presented_credential
 from app.auth.middleware import OPEN_PATHS, PLAYGROUND_PREFIX, AuthMiddleware, auth_middleware, open_paths
+from app.auth.redaction import SecretRedaction, install_log_redaction
 from app.auth.websocket import (
     WS_SUBPROTOCOL,
     WebSocketHandshake,
@@ -19,9 +20,11 @@ __all__ = (
     "WS_SUBPROTOCOL",
     "AuthMiddleware",
     "Authenticator",
+    "SecretRedaction",
     "WebSocketHandshake",
     "accepted_subprotocol",
     "auth_middleware",
+    "install_log_redaction",
     "key_hash",
     "new_api_key",
     "open_paths",
