@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from app.auth.credentials import KEY_PREFIX, Authenticator, key_hash, new_api_key, presented_credential
-from app.auth.middleware import OPEN_PATHS, PLAYGROUND_PREFIX, AuthMiddleware, auth_middleware, open_paths
+from app.auth.middleware import (
+    ADDRESS_CHECKED_ON_ADMISSION,
+    OPEN_PATHS,
+    PLAYGROUND_PREFIX,
+    AuthMiddleware,
+    auth_middleware,
+    open_paths,
+)
 from app.auth.redaction import SecretRedaction, install_log_redaction
 from app.auth.websocket import (
     WS_SUBPROTOCOL,
@@ -14,6 +21,7 @@ from app.auth.websocket import (
 )
 
 __all__ = (
+    "ADDRESS_CHECKED_ON_ADMISSION",
     "KEY_PREFIX",
     "OPEN_PATHS",
     "PLAYGROUND_PREFIX",

@@ -8,9 +8,11 @@ preflights), the playground's page and files (:data:`PLAYGROUND_PREFIX`, or any 
 ``X-API-Key``, or the ``bearer.<key>`` WebSocket subprotocol) or, when configured, HTTP Basic.
 
 With rate limits on, an address that failed to authenticate ``auth_failures_per_minute``
-times in the last minute is refused with 429 whatever it presents; a request without any
-credential is not a failed authentication (a page that has not asked for a key yet), a wrong
-one is.
+times in the last minute is refused with 429 whatever credential it presents. A request with no
+credential at all is not an attempt (a page that has not asked for its key yet): it gets its 401
+and counts nothing. Chat routes (``opt`` :data:`ADDRESS_CHECKED_ON_ADMISSION`) leave the check of
+a request whose key is right to the chat's admission, which makes it in the same step as the
+chat's own limits.
 """
 
 from __future__ import annotations
@@ -35,17 +37,32 @@ if TYPE_CHECKING:
     from app.config import Settings
     from app.limits import RateLimits
 
-__all__ = ("OPEN_PATHS", "PLAYGROUND_PREFIX", "AuthMiddleware", "auth_middleware", "open_paths")
+__all__ = (
+    "ADDRESS_CHECKED_ON_ADMISSION",
+    "OPEN_PATHS",
+    "PLAYGROUND_PREFIX",
+    "AuthMiddleware",
+    "auth_middleware",
+    "open_paths",
+)
 
 #: The playground serves its page at ``/`` and its files under this prefix, all without credentials.
 PLAYGROUND_PREFIX: Final = "/playground/"
 #: Paths (regular expressions, matched against the whole path) that never need credentials.
 OPEN_PATHS: Final[list[str]] = ["^/health$", "^/ready$", "^/$", f"^{PLAYGROUND_PREFIX}"]
+#: Route ``opt`` key for routes whose every request is a chat the pipeline admits: its rate-limit
+#: feature checks the address's failed authentications in the same Redis round trip as the chat's.
+ADDRESS_CHECKED_ON_ADMISSION: Final = "auth_failures_checked_on_admission"
 _DOCS_PATHS: Final = ("^/schema(/.*)?$",)
 _REALM: Final = "agent-backend"
 _BEARER_CHALLENGE: Final = f'Bearer realm="{_REALM}"'
 _BOTH_CHALLENGES: Final = f'{_BEARER_CHALLENGE}, Basic realm="{_REALM}", charset="UTF-8"'
 _MESSAGE: Final = "missing or wrong credentials: send an API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+
+
+def _admission_checks_address(scope: Scope) -> bool:
+    handler = scope.get("route_handler")
+    return bool(handler is not None and handler.opt.get(ADDRESS_CHECKED_ON_ADMISSION))
 
 
 def open_paths(settings: Settings) -> list[str]:
@@ -115,17 +132,20 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=await self._principal(connection.scope), auth=None)
 
     async def _principal(self, scope: Scope) -> Principal:
-        limits = self._limits
-        address = client_address_of_scope(scope) if limits is not None else ""
-        if limits is not None:
-            await limits.refuse_if_blocked(address)
         subprotocols: Sequence[str] = scope.get("subprotocols") or ()  # type: ignore[assignment]  # websocket only
         presented = presented_credential(scope["headers"], subprotocols)
+        kind = presented[0]
+        limits = self._limits if kind != "none" else None  # no credential, no attempt: nothing to count
+        address = client_address_of_scope(scope) if limits is not None else ""
+        # A chat route's admission checks the address itself, in the same round trip as the chat's
+        # own limits; a password check is slow by design, so a blocked address never gets that far.
+        if limits is not None and (kind == "basic" or not _admission_checks_address(scope)):
+            await limits.refuse_if_blocked(address)
         principal = await self._authenticator.check(presented)
         if principal is not None:
             return principal
-        if limits is not None and presented[0] != "none":
-            await limits.count_auth_failure(address)
+        if limits is not None:
+            await limits.count_auth_failure(address)  # or 429 (counting nothing) when blocked already
         raise Unauthorized(_MESSAGE, headers={"WWW-Authenticate": self._challenge(scope)})
 
     def _challenge(self, scope: Scope) -> str:

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 from typing import Final, Literal, NamedTuple, Protocol
 
-__all__ = ("WINDOW_SECONDS", "LimitBackend", "Refusal", "StoreUnavailable")
+__all__ = ("WINDOW_SECONDS", "LimitBackend", "LimitName", "Refusal", "StoreUnavailable")
 
 #: The window of ``requests_per_minute`` and ``auth_failures_per_minute``.
 WINDOW_SECONDS: Final = 60.0
 
 
+LimitName = Literal["requests", "streams", "auth_failures"]
+
+
 class Refusal(NamedTuple):
     """Why a check said no, and how long until the same request would be let in."""
 
-    limit: Literal["requests", "streams", "auth_failures"]
+    limit: LimitName
     retry_after: float
     """Seconds; ``1`` for a stream slot (nobody knows when one frees up)."""
 
@@ -35,8 +38,14 @@ class LimitBackend(Protocol):
         StoreUnavailable: from any method but :meth:`release`, :meth:`check` and :meth:`aclose`.
     """
 
-    async def admit(self, key: str, requests: int, streams: int, token: str) -> Refusal | None:
-        """Count a request against ``requests`` per window and take one of ``streams`` slots, or neither."""
+    async def admit(
+        self, key: str, requests: int, streams: int, token: str, failures: tuple[str, int] | None = None
+    ) -> Refusal | None:
+        """Count a request against ``requests`` per window and take one of ``streams`` slots, or neither.
+
+        With ``failures`` (a key and its limit), first refuse as :meth:`failures_over` would: the
+        middleware leaves that check to the admission of chats, to spare a round trip.
+        """
         ...
 
     async def release(self, key: str, token: str) -> None:
@@ -47,8 +56,8 @@ class LimitBackend(Protocol):
         """Refuse when ``key`` has ``limit`` or more failures in the window; counts nothing."""
         ...
 
-    async def add_failure(self, key: str, token: str) -> None:
-        """Count one failure for ``key``."""
+    async def add_failure(self, key: str, limit: int, token: str) -> Refusal | None:
+        """Count one failure for ``key``, unless it already has ``limit`` (then refuse and count nothing)."""
         ...
 
     async def check(self) -> str:

@@ -31,7 +31,10 @@ class RateLimitFeature:
 
     async def admit(self, chat: Chat) -> ChatObserver:
         key, who = budget_key(chat)
-        token = await self._limits.admit(key, who)
+        # An authenticated chat also checks its address's failed authentications, in the same
+        # step: chat routes leave that check to here (app.auth.middleware.ADDRESS_CHECKED_ON_ADMISSION).
+        address = chat.plan.client if chat.plan.principal.kind != "anonymous" else None
+        token = await self._limits.admit(key, who, address=address)
         return _Slot(self._limits, key, token)
 
 

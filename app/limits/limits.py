@@ -40,24 +40,29 @@ class RateLimits:
         self._settings = settings
         self._backend = backend if backend is not None else backend_for(settings)
 
-    async def admit(self, key: str, who: str) -> str:
+    async def admit(self, key: str, who: str, *, address: str | None = None) -> str:
         """Count one chat for ``key`` and take one of its stream slots; the token to :meth:`release` it with.
 
         Args:
             key: what the budget belongs to (``p:<principal>`` or ``ip:<address>``).
             who: how a message names it.
+            address: the client's address, to refuse it here, in the same step, when it failed to
+                authenticate too often (what :meth:`refuse_if_blocked` checks).
 
         Raises:
-            RateLimited: over ``requests_per_minute`` or ``concurrent_streams``; nothing was counted.
+            RateLimited: over ``requests_per_minute``, ``concurrent_streams`` or, with ``address``,
+                ``auth_failures_per_minute``; nothing was counted.
             LimitsUnavailable: the store did not answer.
         """
         token = secrets.token_hex(8)
         settings = self._settings
+        failures = ("ip:" + address, settings.auth_failures_per_minute) if address is not None else None
         refusal = await self._ask(
-            self._backend.admit(key, settings.requests_per_minute, settings.concurrent_streams, token)
+            self._backend.admit(key, settings.requests_per_minute, settings.concurrent_streams, token, failures)
         )
         if refusal is not None:
-            raise _rate_limited(refusal, who, settings)
+            named = address if refusal.limit == "auth_failures" and address is not None else who
+            raise _rate_limited(refusal, named, settings)
         return token
 
     async def release(self, key: str, token: str) -> None:
@@ -76,12 +81,16 @@ class RateLimits:
             raise _rate_limited(refusal, address, self._settings)
 
     async def count_auth_failure(self, address: str) -> None:
-        """Count one failed authentication from ``address``.
+        """Count one failed authentication from ``address``, or refuse it when the address is over its limit.
 
         Raises:
+            RateLimited: ``address`` failed ``auth_failures_per_minute`` times already (this one is not counted).
             LimitsUnavailable: the store did not answer.
         """
-        await self._ask(self._backend.add_failure("ip:" + address, secrets.token_hex(8)))
+        limit = self._settings.auth_failures_per_minute
+        refusal = await self._ask(self._backend.add_failure("ip:" + address, limit, secrets.token_hex(8)))
+        if refusal is not None:
+            raise _rate_limited(refusal, address, self._settings)
 
     async def check(self) -> str:
         """For ``/ready``: ``ok`` (Redis answers ``PING``), ``disabled`` (counters in memory) or a short reason."""

@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from app.limits.backend import WINDOW_SECONDS, Refusal
+from app.limits.backend import WINDOW_SECONDS, LimitName, Refusal
 
 __all__ = ("MemoryBackend",)
 
@@ -27,9 +27,16 @@ class MemoryBackend:
         self._slots: dict[str, int] = {}
         self._swept = clock()
 
-    async def admit(self, key: str, requests: int, streams: int, token: str) -> Refusal | None:
+    async def admit(
+        self, key: str, requests: int, streams: int, token: str, failures: tuple[str, int] | None = None
+    ) -> Refusal | None:
         now = self._clock()
         self._sweep(now)
+        if failures is not None:
+            failed = self._failures.get(failures[0])
+            refusal = self._over(failed, failures[1], now, "auth_failures") if failed is not None else None
+            if refusal is not None:
+                return refusal
         log = self._requests.get(key)
         if log is not None:
             refusal = self._over(log, requests, now, "requests")
@@ -54,13 +61,16 @@ class MemoryBackend:
         log = self._failures.get(key)
         return self._over(log, limit, self._clock(), "auth_failures") if log is not None else None
 
-    async def add_failure(self, key: str, token: str) -> None:
+    async def add_failure(self, key: str, limit: int, token: str) -> Refusal | None:
         now = self._clock()
         self._sweep(now)
         log = self._failures.get(key)
         if log is None:
             log = self._failures[key] = deque()
-        log.append(now)
+        refusal = self._over(log, limit, now, "auth_failures")
+        if refusal is None:
+            log.append(now)
+        return refusal
 
     async def check(self) -> str:
         return "disabled"  # nothing outside the process to ask
@@ -68,14 +78,14 @@ class MemoryBackend:
     async def aclose(self) -> None:
         return None
 
-    def _over(self, log: deque[float], limit: int, now: float, kind: str) -> Refusal | None:
+    def _over(self, log: deque[float], limit: int, now: float, kind: LimitName) -> Refusal | None:
         start = now - self._window
         while log and log[0] <= start:
             log.popleft()
         if len(log) < limit:
             return None
         # The budget frees up when enough of the oldest entries have left the window.
-        return Refusal(kind, log[len(log) - limit] + self._window - now)  # type: ignore[arg-type]
+        return Refusal(kind, log[len(log) - limit] + self._window - now)
 
     def _sweep(self, now: float) -> None:
         if now - self._swept < self._window:

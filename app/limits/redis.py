@@ -48,13 +48,18 @@ local function over(key, limit, window, now)
 end
 """
 
-#: KEYS: requests, streams. ARGV: requests limit, window ms, streams limit, slot ms, token.
-#: Returns {0} (admitted), {1, retry ms} (requests), {2} (streams).
+#: KEYS: requests, streams[, auth failures]. ARGV: requests limit, window ms, streams limit, slot ms,
+#: token[, failures limit]. Returns {0} (admitted), {1, retry ms} (requests), {2} (streams),
+#: {3, retry ms} (auth failures).
 _ADMIT: Final = (
     _NOW
     + _OVER
     + """
 local window = tonumber(ARGV[2])
+if KEYS[3] then
+  local blocked = over(KEYS[3], tonumber(ARGV[6]), window, now)
+  if blocked then return {3, blocked} end
+end
 local wait = over(KEYS[1], tonumber(ARGV[1]), window, now)
 if wait then return {1, wait} end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -79,13 +84,17 @@ return 0
 """
 )
 
-#: KEYS: failures. ARGV: window ms, token.
+#: KEYS: failures. ARGV: limit, window ms, token. Returns 0 (counted) or the retry ms (refused, not counted).
 _ADD_FAILURE: Final = (
     _NOW
+    + _OVER
     + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
-redis.call('ZADD', KEYS[1], now, ARGV[2])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
+local window = tonumber(ARGV[2])
+local wait = over(KEYS[1], tonumber(ARGV[1]), window, now)
+if wait then return wait end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], window)
 return 0
 """
 )
@@ -144,16 +153,23 @@ class RedisBackend:
         """token -> the streams key of a slot this process holds (renewed until released)."""
         self._renewer: asyncio.Task[None] | None = None
 
-    async def admit(self, key: str, requests: int, streams: int, token: str) -> Refusal | None:
+    async def admit(
+        self, key: str, requests: int, streams: int, token: str, failures: tuple[str, int] | None = None
+    ) -> Refusal | None:
         base = f"{self._prefix}{{{key}}}"
         streams_key = base + ":streams"
-        result = await self._call(
-            self._admit, [base + ":requests", streams_key], [requests, self._window_ms, streams, self._slot_ms, token]
-        )
+        keys = [base + ":requests", streams_key]
+        args: list[int | str] = [requests, self._window_ms, streams, self._slot_ms, token]
+        if failures is not None:
+            keys.append(self._failures_key(failures[0]))
+            args.append(failures[1])
+        result = await self._call(self._admit, keys, args)
         if result[0] == 1:
             return Refusal("requests", int(result[1]) / 1000)
         if result[0] == 2:
             return Refusal("streams", 1.0)
+        if result[0] == 3:
+            return Refusal("auth_failures", int(result[1]) / 1000)
         self._held[token] = streams_key
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.get_running_loop().create_task(self._renew_forever(), name="rate-limit slots")
@@ -173,13 +189,15 @@ class RedisBackend:
             )
 
     async def failures_over(self, key: str, limit: int) -> Refusal | None:
-        wait = await self._call(
-            self._failures_over, [f"{self._prefix}{{{key}}}:auth_failures"], [limit, self._window_ms]
-        )
+        wait = await self._call(self._failures_over, [self._failures_key(key)], [limit, self._window_ms])
         return Refusal("auth_failures", int(wait) / 1000) if wait else None
 
-    async def add_failure(self, key: str, token: str) -> None:
-        await self._call(self._add_failure, [f"{self._prefix}{{{key}}}:auth_failures"], [self._window_ms, token])
+    async def add_failure(self, key: str, limit: int, token: str) -> Refusal | None:
+        wait = await self._call(self._add_failure, [self._failures_key(key)], [limit, self._window_ms, token])
+        return Refusal("auth_failures", int(wait) / 1000) if wait else None
+
+    def _failures_key(self, key: str) -> str:
+        return f"{self._prefix}{{{key}}}:auth_failures"
 
     async def check(self) -> str:
         try:

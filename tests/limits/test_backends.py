@@ -92,14 +92,40 @@ async def test_a_slot_refusal_does_not_count_the_request(make: Make) -> None:
 async def test_auth_failures_block_and_reset(make: Make) -> None:
     backend = make()
     assert await backend.failures_over("ip:1.2.3.4", 2) is None
-    await backend.add_failure("ip:1.2.3.4", "f1")
+    assert await backend.add_failure("ip:1.2.3.4", 2, "f1") is None
     assert await backend.failures_over("ip:1.2.3.4", 2) is None
-    await backend.add_failure("ip:1.2.3.4", "f2")
+    assert await backend.add_failure("ip:1.2.3.4", 2, "f2") is None
     refusal = await backend.failures_over("ip:1.2.3.4", 2)
     assert refusal is not None and refusal.limit == "auth_failures" and 0 < refusal.retry_after <= WINDOW
     assert await backend.failures_over("ip:5.6.7.8", 2) is None
     await asyncio.sleep(refusal.retry_after + 0.05)
     assert await backend.failures_over("ip:1.2.3.4", 2) is None
+
+
+async def test_a_failure_over_the_limit_is_refused_and_not_counted(make: Make) -> None:
+    backend = make()
+    assert await backend.add_failure("ip:a", 1, "f1") is None
+    for number in range(3):
+        refusal = await backend.add_failure("ip:a", 1, f"over{number}")
+        assert refusal is not None and refusal.limit == "auth_failures"
+    await asyncio.sleep(WINDOW + 0.05)
+    assert await backend.failures_over("ip:a", 1) is None  # the refused ones never counted
+
+
+async def test_admission_refuses_a_blocked_address_in_the_same_step(make: Make) -> None:
+    backend = make()
+    assert await backend.admit("p:alice", 10, 10, "ok", failures=("ip:a", 2)) is None
+    await backend.add_failure("ip:a", 2, "f1")
+    await backend.add_failure("ip:a", 2, "f2")
+    refusal = await backend.admit("p:alice", 1, 1, "blocked", failures=("ip:a", 2))
+    assert refusal is not None and refusal.limit == "auth_failures" and 0 < refusal.retry_after <= WINDOW
+    assert await backend.admit("p:alice", 10, 10, "elsewhere", failures=("ip:b", 2)) is None
+    assert await backend.admit("p:bob", 1, 1, "no-address") is None
+    await asyncio.sleep(WINDOW + 0.05)
+    # Nothing of the refused admission was counted: a budget of one request and one stream is free.
+    await backend.release("p:alice", "ok")
+    await backend.release("p:alice", "elsewhere")
+    assert await backend.admit("p:alice", 1, 1, "after", failures=("ip:a", 2)) is None
 
 
 async def test_concurrent_admissions_never_exceed_the_budget(make: Make) -> None:
@@ -147,7 +173,7 @@ async def test_keys_live_under_the_prefix_and_expire(redis_url: str, prefix: str
     client = aioredis.Redis.from_url(redis_url)
     try:
         await backend.admit("p:alice", 5, 5, "t")
-        await backend.add_failure("ip:1.2.3.4", "f")
+        await backend.add_failure("ip:1.2.3.4", 5, "f")
         keys = sorted([key.decode() async for key in client.scan_iter(match=prefix + "*")])
         assert keys == [
             f"{prefix}{{ip:1.2.3.4}}:auth_failures",

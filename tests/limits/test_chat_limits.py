@@ -99,7 +99,7 @@ async def test_auth_off_counts_per_client_address() -> None:
 
 def app_with(**rate_limit: Any) -> Litestar:
     settings = Settings(
-        auth=AuthSettings(enabled=True, api_keys={"alice": key_hash(ALICE), "bob": key_hash(BOB)}),
+        auth=AuthSettings(enabled=True, api_keys={"alice": key_hash(ALICE), "bob": key_hash(BOB)}, public_docs=False),
         rate_limit=RateLimitSettings(enabled=True, **rate_limit),
     )
     return create_app(settings, registry=registry_of(FakeProvider()))
@@ -137,6 +137,10 @@ def test_failed_authentications_block_the_address_even_with_a_right_key() -> Non
         assert blocked.status_code == 429
         assert blocked.json()["code"] == "rate_limited"
         assert 55 <= int(blocked.headers["retry-after"]) <= 60
+        # A route that is not a chat checks in the middleware: the same answer.
+        blocked = client.get("/schema/openapi.json", headers={"X-API-Key": ALICE})
+        assert blocked.status_code == 429
+        assert "failed authentications" in blocked.json()["detail"]
         assert client.get("/health").status_code == 200  # open routes are not blocked
 
 
