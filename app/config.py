@@ -250,6 +250,9 @@ def settings_from_mapping(raw: dict[str, Any], env: str) -> Settings:
     origins = top.get("cors_origins")
     if isinstance(origins, str):  # AGENT_CORS_ORIGINS=http://a,http://b
         top["cors_origins"] = [part.strip() for part in origins.split(",") if part.strip()]
+    limits = top.get("rate_limit")
+    if isinstance(limits, dict) and isinstance(limits.get("trusted_proxies"), str):  # =10.0.0.1,10.0.0.2
+        limits["trusted_proxies"] = [part.strip() for part in limits["trusted_proxies"].split(",") if part.strip()]
     providers_raw = data.get("providers", {"local": {}})
     if not isinstance(providers_raw, dict):
         raise _fail("providers", "must be a table of named providers")

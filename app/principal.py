@@ -17,10 +17,12 @@ from litestar.connection import ASGIConnection
 if TYPE_CHECKING:
     from litestar.types import Scope
 
-__all__ = ("ANONYMOUS", "Principal", "client_address", "client_address_of_scope", "principal_of")
+__all__ = ("ANONYMOUS", "FORWARDING_PEER", "Principal", "client_address", "client_address_of_scope", "principal_of")
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _MAX_ADDRESS_CHARS: Final = 64
+#: The client address of every request a server's own proxy handling rewrote (see ``client_address_of_scope``).
+FORWARDING_PEER: Final = "forwarding-proxy"
 
 
 class Principal(msgspec.Struct, frozen=True, gc=False):
@@ -49,30 +51,41 @@ def client_address_of_scope(scope: Scope) -> str:
 
     The peer address, or, when the peer is in ``rate_limit.trusted_proxies``, the right-most
     ``X-Forwarded-For`` entry that is not a trusted proxy (entries left of it are whatever the
-    client wrote, so they are never believed). uvicorn's own ``--forwarded-allow-ips`` does not
-    matter here: only the configured proxies are trusted.
+    client wrote, so they are never believed).
+
+    uvicorn believes ``X-Forwarded-For`` from its ``--forwarded-allow-ips`` (loopback by default)
+    and then puts the forwarded address where the peer's was. The peer's own address is lost
+    then, but not the fact: the scope's client is one of the header's entries. Such a request is
+    counted as :data:`FORWARDING_PEER` (every request through that proxy alike) unless
+    ``trusted_proxies`` is set, in which case the header is read as if from a trusted proxy.
     """
     client = scope.get("client")
     peer = str(client[0]) if client else "unknown"
+    forwarded = [value for name, value in scope["headers"] if name == b"x-forwarded-for"]
     app = scope.get("litestar_app")
     settings = app.state.get("settings") if app is not None else None
     proxies: list[str] = settings.rate_limit.trusted_proxies if settings is not None else []
+    if not forwarded:
+        return peer
+    entries = [entry.strip() for value in forwarded for entry in value.decode("latin-1").split(",") if entry.strip()]
+    rewritten = any(_host_of(entry) == peer for entry in entries)
     if not proxies:
-        return peer
+        return FORWARDING_PEER if rewritten else peer
     networks = _networks(tuple(proxies))
-    if not _trusted(peer, networks):
+    if not rewritten and not _trusted(peer, networks):
         return peer
-    entries = [
-        entry.strip()
-        for name, value in scope["headers"]
-        if name == b"x-forwarded-for"
-        for entry in value.decode("latin-1").split(",")
-        if entry.strip()
-    ]
     for entry in reversed(entries):
-        if not _trusted(entry, networks):
-            return entry[:_MAX_ADDRESS_CHARS]
-    return entries[0][:_MAX_ADDRESS_CHARS] if entries else peer
+        if not _trusted(_host_of(entry), networks):
+            return _host_of(entry)[:_MAX_ADDRESS_CHARS]
+    return _host_of(entries[0])[:_MAX_ADDRESS_CHARS] if entries else peer
+
+
+def _host_of(entry: str) -> str:
+    """An ``X-Forwarded-For`` entry without the port some proxies add (``1.2.3.4:5678``, ``[::1]:80``)."""
+    if entry.startswith("["):
+        return entry[1 : entry.find("]")] if "]" in entry else entry
+    host, colon, port = entry.partition(":")
+    return host if colon and ":" not in port else entry
 
 
 @lru_cache(maxsize=8)

@@ -91,7 +91,7 @@ class AuthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
                     (
                         f"api_keys.{name}",
                         "must be sha256:<64 lowercase hex> of the key (a plain key is never accepted);"
-                        f" make one with `litestar keys create {name}`",
+                        f" make one with `python -m app.auth.cli create {name}`",
                     )
                 )
             elif value in seen:
@@ -114,8 +114,8 @@ class AuthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
             return [
                 (
                     "enabled",
-                    "auth is on but no credential is configured"
-                    " (add auth.api_keys.<name> with `litestar keys create <name>`, or auth.username/auth.password)",
+                    "auth is on but no credential is configured (make a key with"
+                    " `python -m app.auth.cli create <name>`, or set auth.username/auth.password)",
                 )
             ]
         if self.password and _is_sample_password(self.password):

@@ -41,3 +41,7 @@ def create_key(name: str) -> None:
     click.echo(line)
     click.echo("")
     click.echo(f"or set the environment variable AGENT_AUTH__API_KEYS__{name.upper()}={key_hash(key)}")
+
+
+if __name__ == "__main__":  # python -m app.auth.cli create <name>: works before any credential is configured
+    keys_group(prog_name="python -m app.auth.cli")

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from litestar.datastructures import State
 
 from app.config import Settings
-from app.principal import client_address_of_scope
+from app.principal import FORWARDING_PEER, client_address_of_scope
 from app.sections import RateLimitSettings
 
 
@@ -41,6 +41,15 @@ def scope(peer: str, forwarded: list[str], proxies: list[str]) -> Any:
         ("127.0.0.1", ["10.0.0.1, 10.0.0.2"], ["127.0.0.0/8", "10.0.0.0/8"], "10.0.0.1"),  # all trusted: left-most
         ("::1", ["2001:db8::7"], ["::1"], "2001:db8::7"),
         ("127.0.0.1", ["garbage, 1.2.3.4"], ["127.0.0.1"], "1.2.3.4"),
+        ("127.0.0.1", ["1.2.3.4:5678"], ["127.0.0.1"], "1.2.3.4"),  # a port some proxies add
+        ("127.0.0.1", ["[2001:db8::7]:80"], ["127.0.0.1"], "2001:db8::7"),
+        ("5.5.5.5", ["9.9.9.9"], [], "5.5.5.5"),  # a client cannot pass for another
+        ("5.5.5.5", ["9.9.9.9"], ["127.0.0.1"], "5.5.5.5"),
+        # The server (uvicorn trusts loopback) already put the forwarded address in place of the peer's:
+        ("1.2.3.4", ["1.2.3.4"], [], FORWARDING_PEER),  # not believed: every such request is "the proxy"
+        ("1.1.1.1", ["6.6.6.6, 1.1.1.1"], [], FORWARDING_PEER),
+        ("1.2.3.4", ["9.9.9.9, 1.2.3.4"], ["127.0.0.1"], "1.2.3.4"),  # believed as trusted_proxies says
+        ("10.0.0.2", ["1.2.3.4, 10.0.0.2"], ["10.0.0.0/8"], "1.2.3.4"),
     ],
 )
 def test_client_address(peer: str, forwarded: list[str], proxies: list[str], expected: str) -> None:
@@ -66,3 +75,12 @@ def test_a_bad_trusted_proxy_stops_start_up() -> None:
 
     with pytest.raises(ConfigError, match=r"rate_limit\.trusted_proxies .*'10\.0\.0\.0/33'"):
         Settings(rate_limit=RateLimitSettings(trusted_proxies=["10.0.0.0/33"]))
+
+
+def test_trusted_proxies_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.config import load_settings
+
+    monkeypatch.setenv("AGENT_RATE_LIMIT__TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8")
+    assert load_settings().rate_limit.trusted_proxies == ["127.0.0.1", "10.0.0.0/8"]
+    monkeypatch.setenv("AGENT_RATE_LIMIT__TRUSTED_PROXIES", '["::1"]')
+    assert load_settings().rate_limit.trusted_proxies == ["::1"]

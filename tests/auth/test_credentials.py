@@ -126,7 +126,7 @@ def test_a_key_not_in_sha256_form_stops_start_up_without_echoing_it(value: str) 
     assert "\n" not in message
     assert "auth.api_keys.alice" in message and "AGENT_AUTH__API_KEYS__ALICE" in message
     assert value not in message
-    assert "litestar keys create alice" in message
+    assert "python -m app.auth.cli create alice" in message  # works while the configuration does not load
 
 
 def test_env_var_key_names_are_lower_cased(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -200,13 +200,17 @@ def test_secrets_never_appear_in_the_settings_repr() -> None:
     assert key_hash("k") not in repr(settings)
 
 
-def test_the_example_secrets_file_is_refused_in_production(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_example_sample_password_is_refused_in_production(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
     from app.config import PROJECT_ROOT, load_settings
 
     shutil.copy(PROJECT_ROOT / "settings.toml", tmp_path / "settings.toml")
-    shutil.copy(PROJECT_ROOT / ".secrets.toml.example", tmp_path / ".secrets.toml")
+    example = (PROJECT_ROOT / ".secrets.toml.example").read_text("utf-8")
+    for line in ('auth.username = "admin"', 'auth.password = "change-me"'):
+        assert f"# {line}\n" in example
+        example = example.replace(f"# {line}\n", f"{line}\n")  # the sample Basic user, switched on
+    (tmp_path / ".secrets.toml").write_text(example, "utf-8")
     monkeypatch.setenv("APP_ENV", "production")
     with pytest.raises(ConfigError, match=r"auth\.password .*sample 'change-me'"):
         load_settings(tmp_path)

@@ -318,6 +318,33 @@ def test_keys_create_prints_a_key_that_works(tmp_path: Path) -> None:
     assert key not in again.stdout
 
 
+def test_keys_create_works_without_loading_the_app(tmp_path: Path) -> None:
+    """The first key of a production configuration, which refuses to load without one."""
+    env = clean_env(APP_ENV="production")
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", "import app; app.create_app()"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        ).returncode
+        != 0
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "app.auth.cli", "create", "ops"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    key = re.findall(r"^agb_[A-Za-z0-9_-]{43}$", result.stdout, re.MULTILINE)[0]
+    assert f'auth.api_keys.ops = "{key_hash(key)}"' in result.stdout
+
+
 def test_keys_create_refuses_a_bad_name() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "litestar", "keys", "create", "no spaces"],

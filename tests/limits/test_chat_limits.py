@@ -162,3 +162,36 @@ def test_limits_off_is_unlimited() -> None:
     with TestClient(create_app(Settings(), registry=registry_of(FakeProvider()))) as client:
         for _ in range(5):
             assert client.post("/chat", json={"message": "hi"}).status_code == 200
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_forwarded_for_counts_only_behind_a_trusted_proxy(trusted: bool) -> None:
+    """Under uvicorn (which itself trusts X-Forwarded-For from 127.0.0.1): only trusted_proxies decides."""
+    import httpx
+
+    from providers import OpenAIConfig
+    from tests.fake_upstream import FakeUpstream
+    from tests.integration.conftest import LiveService
+
+    async with FakeUpstream() as upstream:
+        settings = Settings(
+            providers={"local": OpenAIConfig(base_url=upstream.base_url)},
+            rate_limit=RateLimitSettings(
+                enabled=True, requests_per_minute=1, trusted_proxies=["127.0.0.1"] if trusted else []
+            ),
+        )
+        service = LiveService(settings)
+        await service.start()
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+
+                async def chat(forwarded: str) -> int:
+                    headers = {"X-Forwarded-For": forwarded}
+                    response = await client.post(f"{service.url}/chat", json={"message": "hi"}, headers=headers)
+                    return response.status_code
+
+                assert await chat("1.1.1.1") == 200
+                assert await chat("2.2.2.2") == (200 if trusted else 429)
+                assert await chat("6.6.6.6, 1.1.1.1") == 429  # a client-written entry left of it changes nothing
+        finally:
+            await service.stop()
