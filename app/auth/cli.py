@@ -16,7 +16,7 @@ _NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 @click.group("keys")
 def keys_group() -> None:
-    """API keys for the service (CONTRACT §7)."""
+    """API keys: `create NAME` makes one (configured as auth.api_keys.NAME)."""
 
 
 @keys_group.command("create")

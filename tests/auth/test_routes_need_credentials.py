@@ -357,3 +357,26 @@ def test_keys_create_refuses_a_bad_name() -> None:
     )
     assert result.returncode != 0
     assert "agb_" not in result.stdout
+
+
+async def test_every_websocket_route_refuses_a_foreign_origin_with_auth_off() -> None:
+    """CORS does not protect WebSockets: each route declares ``WebSocketHandshake`` (auth off, no middleware)."""
+    service = LiveService(Settings())
+    service.app.register(whoami)
+    routes = [route for route in service.app.routes if isinstance(route, WebSocketRoute)]
+    await service.start()
+    try:
+        for route in routes:
+            url = f"ws://127.0.0.1:{service.port}{concrete(route)}"
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(
+                    url,
+                    proxy=None,
+                    origin="http://evil.example",  # type: ignore[arg-type]
+                    subprotocols=[WS_SUBPROTOCOL],  # type: ignore[list-item]
+                    open_timeout=5,
+                ):
+                    pass
+            assert info.value.response.status_code == 403, route.path
+    finally:
+        await service.stop()
