@@ -1,4 +1,4 @@
-"""Makes ``litestar run`` (no flags) bind the configured host and port."""
+"""The service's CLI plugin: ``litestar run`` binds the configured address; ``litestar keys create`` makes keys."""
 
 from __future__ import annotations
 
@@ -28,5 +28,8 @@ class HostPortFromSettings(CLIPluginProtocol):
         self._settings = settings
 
     def on_cli_init(self, cli: Group) -> None:
+        from app.auth.cli import keys_group
+
         os.environ.setdefault("LITESTAR_HOST", self._settings.host)
         os.environ.setdefault("LITESTAR_PORT", str(self._settings.port))
+        cli.add_command(keys_group)

@@ -38,7 +38,19 @@ ENVIRONMENTS: Final = ("development", "testing", "production")
 PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
 _LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug")
 _STRING_KEYS: Final = frozenset(
-    {"host", "default_provider", "kind", "base_url", "api_key", "model", "url", "redis_url", "username", "password"}
+    {
+        "host",
+        "default_provider",
+        "kind",
+        "base_url",
+        "api_key",
+        "model",
+        "url",
+        "redis_url",
+        "username",
+        "password",
+        "key_prefix",
+    }
 )
 _SECRET_KEYS: Final = frozenset({"api_key", "password", "secret", "token", "url", "redis_url", "api_keys"})
 _MSGSPEC_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
@@ -128,6 +140,9 @@ def _check(settings: Settings) -> None:
     for section in SECTIONS:
         for key, problem in getattr(settings, section).problems():
             raise _fail(f"{section}.{key}", problem)
+    if settings.env == "production":
+        for key, problem in settings.auth.production_problems():
+            raise _fail(f"auth.{key}", problem)
 
 
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
@@ -235,6 +250,9 @@ def settings_from_mapping(raw: dict[str, Any], env: str) -> Settings:
     origins = top.get("cors_origins")
     if isinstance(origins, str):  # AGENT_CORS_ORIGINS=http://a,http://b
         top["cors_origins"] = [part.strip() for part in origins.split(",") if part.strip()]
+    limits = top.get("rate_limit")
+    if isinstance(limits, dict) and isinstance(limits.get("trusted_proxies"), str):  # =10.0.0.1,10.0.0.2
+        limits["trusted_proxies"] = [part.strip() for part in limits["trusted_proxies"].split(",") if part.strip()]
     providers_raw = data.get("providers", {"local": {}})
     if not isinstance(providers_raw, dict):
         raise _fail("providers", "must be a table of named providers")

@@ -11,6 +11,7 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from app.auth import auth_middleware, install_log_redaction
 from app.chat import ChatFeature, ChatPipeline, ChatPlan, ChatRequest
 from app.cli import HostPortFromSettings
 from app.config import Settings, load_settings
@@ -19,6 +20,7 @@ from app.dependencies import DEPENDENCIES
 from app.errors import EXCEPTION_HANDLERS
 from app.health import health, health_head
 from app.lifespan import upstream_client
+from app.limits import RateLimits
 from app.openapi import docs_assets_router, openapi_config
 from app.ops.logs import logging_config
 from app.ops.metrics import MetricsController, metrics_config
@@ -55,6 +57,9 @@ def create_app(
     """
     if settings is None:
         settings = load_settings_or_exit()
+    install_log_redaction()  # WebSocket handshakes carry keys; the server logs them at debug
+    # Rate limits: counters in memory, or a Redis client that connects on first use (no I/O here).
+    limits = RateLimits(settings.rate_limit) if settings.rate_limit.enabled else None
     cors = CORSConfig(
         allow_origins=list(settings.cors_origins),
         allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
@@ -85,6 +90,7 @@ def create_app(
                 "open_sockets": Counter(),
                 "socket_sessions": set(),
                 "readiness": Readiness(),
+                "rate_limits": limits,
             }
         ),
         lifespan=[upstream_client],
@@ -94,7 +100,12 @@ def create_app(
         request_class=JSONSafeRequest,
         openapi_config=openapi_config(_VERSION, _DESCRIPTION),
         logging_config=logging_config(settings.log_level, _log_format(settings)),
-        middleware=[metrics_config().middleware],
+        # Prometheus outermost, so that refused requests (401, 429) are counted by route too; then
+        # authentication, only when it is on: with it off everyone is anonymous.
+        middleware=[
+            metrics_config().middleware,
+            *([auth_middleware(settings, limits)] if settings.auth.enabled else []),
+        ],
         plugins=[HostPortFromSettings(settings)],
         signature_namespace={"ChatPlan": ChatPlan, "ChatPipeline": ChatPipeline, "ChatRequest": ChatRequest},
     )

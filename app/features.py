@@ -14,6 +14,7 @@ from litestar import Litestar
 
 from app.chat import ChatFeature
 from app.config import Settings
+from app.limits import RateLimitFeature, RateLimits
 from app.ops.telemetry import TelemetryFeature
 
 __all__ = ("chat_features",)
@@ -23,8 +24,12 @@ __all__ = ("chat_features",)
 async def chat_features(app: Litestar, settings: Settings) -> AsyncIterator[list[ChatFeature]]:
     """The features to hand the pipeline; what they hold open lives until the block ends."""
     async with AsyncExitStack() as stack:  # a feature that holds resources enters its context on it
-        # Telemetry first: its observer is released last, after the others have done their part.
+        # Telemetry first: it sees every chat, refused ones too, and is released last.
         features: list[ChatFeature] = [TelemetryFeature(log_prompts=settings.logging.log_prompts)]
+        limits: RateLimits | None = app.state.get("rate_limits")
+        if limits is not None:  # before any feature that stores or calls out: a chat over its budget touches nothing
+            stack.push_async_callback(limits.aclose)
+            features.append(RateLimitFeature(limits))
         features.extend(app.state.get("extra_features", ()))
         app.state.feature_resources = stack
         yield features

@@ -14,6 +14,7 @@ from litestar import Litestar
 from app.chat import ChatPipeline
 from app.config import Settings
 from app.features import chat_features
+from app.limits import RateLimits
 from app.ops.ready import Readiness
 from app.ops.shutdown import Shutdown
 from providers.http11_transport import HTTP11Transport
@@ -88,6 +89,9 @@ async def upstream_client(app: Litestar) -> AsyncIterator[None]:
             shutdown.on_begin(lambda: _end_socket_chats(app))
             readiness: Readiness = app.state.readiness
             readiness.stopping = lambda: shutdown.stopping
+            limits: RateLimits | None = app.state.get("rate_limits")
+            if limits is not None:
+                readiness.add("redis", limits.check)
             shutdown.install()
             # What is alive now (modules, the app, its routes) lives as long as the process; keep it
             # out of the cyclic GC's walks, so that a full collection, which pauses every open stream,

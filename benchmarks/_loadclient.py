@@ -135,19 +135,26 @@ class HttpConn:
         self.buf += data
 
     async def request(
-        self, method: bytes, path: bytes, body: bytes, sink: Sink, stop: Callable[[], bool] | None = None
+        self,
+        method: bytes,
+        path: bytes,
+        body: bytes,
+        sink: Sink,
+        stop: Callable[[], bool] | None = None,
+        headers: bytes = b"",
     ) -> tuple[int, dict[str, str]]:
         """Send one request; feed each decoded body piece to ``sink.feed`` as it arrives.
 
         With ``stop``, return as soon as it is true after a piece of a chunked body: the
         response is then left unfinished and the connection can only be closed or aborted.
+        ``headers`` are extra header lines, each ending in CRLF (``b"x-api-key: k\\r\\n"``).
         """
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.writer is not None
         self.writer.write(
-            b"%b %b HTTP/1.1\r\nhost: %b:%d\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
-            % (method, path, self.host.encode(), self.port, len(body), body)
+            b"%b %b HTTP/1.1\r\nhost: %b:%d\r\n%bcontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
+            % (method, path, self.host.encode(), self.port, headers, len(body), body)
         )
         buf = self.buf
         while (i := buf.find(b"\r\n\r\n")) < 0:

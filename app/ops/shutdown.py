@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Final
@@ -50,6 +51,8 @@ class Shutdown:
     def install(self) -> None:
         """Wrap the server's signal handlers; does nothing where the server installed none (tests)."""
         self._loop = asyncio.get_running_loop()
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach the main thread only: a server elsewhere (a test client) has none
         for sig in _SIGNALS:
             previous = signal.getsignal(sig)
             if callable(previous) and previous is not signal.default_int_handler:

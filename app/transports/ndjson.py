@@ -12,6 +12,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import SkipValidation
 from litestar.response.base import ASGIResponse
 
+from app.auth import ADDRESS_CHECKED_ON_ADMISSION
 from app.chat import ChatPipeline, ChatPlan, ChatRun
 from app.chat.cancel import LateWatch
 from app.chat.run import WATCH_AFTER_SECONDS
@@ -135,6 +136,7 @@ class ChatController(Controller):
 
     path = "/chat"
     tags = ["chat"]  # noqa: RUF012 (Litestar reads this class attribute as given)
+    opt = {ADDRESS_CHECKED_ON_ADMISSION: True}  # noqa: RUF012 (every request here is a chat the limits admit)
 
     @post(
         "/",
@@ -149,7 +151,7 @@ class ChatController(Controller):
                 description=_EVENTS_DOC,
                 generate_examples=False,
             ),
-            **problem_responses(400, 404, 413, 429, 500, 502, 503, 504),
+            **problem_responses(400, 401, 404, 413, 429, 500, 502, 503, 504),
         },
     )
     async def chat(

@@ -29,9 +29,10 @@ from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import SkipValidation
 
+from app.auth import WS_SUBPROTOCOL, WebSocketHandshake, accepted_subprotocol, refuse_handshake
 from app.chat import ChatPipeline, ChatRequest, ChatRun, parse_chat_request
 from app.config import Settings
-from app.errors import Busy, InvalidRequest, PayloadTooLarge, problem_body
+from app.errors import Busy, InvalidRequest, PayloadTooLarge
 from app.ops.requests import raw_send
 from app.principal import client_address, principal_of
 from providers.errors import AgentError, RateLimited
@@ -42,9 +43,8 @@ __all__ = ("FRAMES_DOC", "SUBPROTOCOL", "chat_socket")
 logger = logging.getLogger("app.websocket")
 
 #: The subprotocol the service speaks; a browser offers it (and ``bearer.<key>`` when auth is on).
-SUBPROTOCOL: Final = "agent-backend.v1"
+SUBPROTOCOL: Final = WS_SUBPROTOCOL
 _CLOSE_GOING_AWAY: Final = 1001
-_CLOSE_TRY_AGAIN_LATER: Final = 1013
 _encoder: Final = msgspec.json.Encoder()
 _frame_decoder: Final = msgspec.json.Decoder()
 _CANCELLED: Final = DoneEvent(done=True, finish_reason="cancelled")
@@ -251,19 +251,9 @@ class _Session:
             await self._socket.close(code=code, reason=reason)
 
 
-async def _deny(socket: WebSocket[Any, Any, Any], error: AgentError) -> None:
-    """Refuse the handshake with an HTTP answer where the server can send one, else a close."""
-    if "websocket.http.response" in (socket.scope.get("extensions") or {}):
-        headers = [(b"content-type", b"application/problem+json")]
-        if error.retry_after:
-            headers.append((b"retry-after", error.retry_after.encode()))
-        await socket.send({"type": "websocket.http.response.start", "status": error.status, "headers": headers})
-        await socket.send({"type": "websocket.http.response.body", "body": problem_body(error), "more_body": False})
-    else:
-        await socket.close(code=_CLOSE_TRY_AGAIN_LATER, reason=error.message[:120])
-
-
-@websocket("/chat/ws", name="chat:socket")
+# The handshake is authenticated by the auth middleware (the bearer.<key> subprotocol) when auth is
+# on; WebSocketHandshake refuses a foreign Origin whatever the auth (CORS does not cover sockets).
+@websocket("/chat/ws", name="chat:socket", middleware=[WebSocketHandshake])
 async def chat_socket(
     socket: WebSocket[Any, Any, Any],
     pipeline: NamedDependency[SkipValidation[ChatPipeline]],
@@ -276,10 +266,10 @@ async def chat_socket(
     owner = principal.name if principal.kind != "anonymous" else f"client:{client_address(socket)}"
     limit = settings.websocket.max_sockets_per_principal
     if sockets[owner] >= limit:
-        await _deny(socket, RateLimited(f"at most {limit} WebSockets may be open at once", retry_after="1"))
+        error = RateLimited(f"at most {limit} WebSockets may be open at once", retry_after="1")
+        await refuse_handshake(socket.scope, socket.send, error)
         return
-    offered = socket.scope.get("subprotocols") or []
-    await socket.accept(subprotocols=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    await socket.accept(subprotocols=accepted_subprotocol(socket.scope))
     sockets[owner] += 1
     session = _Session(socket, pipeline, settings)
     sessions: set[_Session] = state.socket_sessions

@@ -160,6 +160,7 @@ def test_env_section_of_settings_toml_setting_one_provider_key_keeps_the_rest(
     text += '\n[production.providers.local]\nbase_url = "http://llm.internal:8080/v1"\n'
     (workdir / "settings.toml").write_text(text)
     monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("AGENT_AUTH__API_KEYS__OPS", PRODUCTION_KEY_HASH)  # production needs a credential
 
     local = load_settings(workdir).providers["local"]
 
@@ -197,6 +198,7 @@ def test_list_in_a_higher_file_layer_replaces_the_lower_one(
         assert head in example
         (workdir / ".secrets.toml").write_text(example.replace(head, head + origins))
     monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("AGENT_AUTH__API_KEYS__OPS", PRODUCTION_KEY_HASH)  # production needs a credential
 
     assert load_settings(workdir).cors_origins == ["https://app.example"]
 
@@ -205,6 +207,10 @@ def test_secrets_example_as_is_changes_nothing(workdir: Path) -> None:
     shutil.copy(REPO_ROOT / ".secrets.toml.example", workdir / ".secrets.toml")
 
     assert load_settings(workdir) == Settings()
+
+
+#: Production refuses to start without a credential (CONTRACT §7); any well-formed key hash will do here.
+PRODUCTION_KEY_HASH = "sha256:" + "0" * 64
 
 
 # --- APP_ENV ----------------------------------------------------------------------------------
@@ -238,6 +244,7 @@ def test_app_env_selects_the_section(
 def test_project_settings_toml_quietens_logs_in_testing_only(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings(workdir).log_level == "info"
     monkeypatch.setenv("APP_ENV", "production")  # its request and stream lines are info
+    monkeypatch.setenv("AGENT_AUTH__API_KEYS__OPS", PRODUCTION_KEY_HASH)  # production needs a credential
     assert load_settings(workdir).log_level == "info"
     monkeypatch.setenv("APP_ENV", "testing")
     assert load_settings(workdir).log_level == "warning"
