@@ -19,6 +19,8 @@ from app.dependencies import DEPENDENCIES
 from app.errors import EXCEPTION_HANDLERS
 from app.health import health, health_head
 from app.lifespan import upstream_client
+from app.models import ModelCatalog
+from app.models_controller import ModelsController
 from app.openapi import docs_assets_router, openapi_config
 from app.request import JSONSafeRequest
 from app.transports.ndjson import ChatController
@@ -61,6 +63,7 @@ def create_app(
         # OpenAPI document claim that every route (even GET /health) takes a ChatRequest.
         route_handlers=[
             Router("/", route_handlers=[ChatController], dependencies={**DEPENDENCIES, **(dependencies or {})}),
+            ModelsController,
             health,
             health_head,
             docs_assets_router(),
@@ -85,7 +88,12 @@ def create_app(
             },
         ),
         plugins=[HostPortFromSettings(settings)],
-        signature_namespace={"ChatPlan": ChatPlan, "ChatPipeline": ChatPipeline, "ChatRequest": ChatRequest},
+        signature_namespace={
+            "ChatPlan": ChatPlan,
+            "ChatPipeline": ChatPipeline,
+            "ChatRequest": ChatRequest,
+            "ModelCatalog": ModelCatalog,
+        },
     )
     # Litestar answers a refused CORS preflight with text/plain from inside its own middleware.
     app.asgi_handler = PreflightRefusals(app.asgi_handler, cors)

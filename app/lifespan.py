@@ -1,4 +1,4 @@
-"""What lives as long as the app: the shared upstream HTTP client, the provider registry, the chat pipeline."""
+"""What lives as long as the app: the shared upstream client, the providers, their model catalog, the chat pipeline."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from litestar import Litestar
 from app.chat import ChatPipeline
 from app.config import Settings
 from app.features import chat_features
+from app.models import ModelCatalog
 from providers.aiohttp_transport import AiohttpTransport
 from providers.registry import ProviderRegistry
 
@@ -74,10 +75,14 @@ async def upstream_client(app: Litestar) -> AsyncIterator[None]:
             registry = app.state.registry = ProviderRegistry.build(
                 settings.providers, settings.default_provider, client
             )
+        catalog = app.state.catalog = ModelCatalog(registry, settings.models_cache_seconds)
         async with chat_features(app, settings) as features:
-            app.state.pipeline = ChatPipeline(registry, settings.limits, features)
+            app.state.pipeline = ChatPipeline(registry, settings.limits, features, catalog)
             # What is alive now (modules, the app, its routes) lives as long as the process; keep it
             # out of the cyclic GC's walks, so that a full collection, which pauses every open stream,
             # walks only request garbage (measured with 64 streams open: 37 ms -> 3.5 ms).
             gc.freeze()
-            yield
+            try:
+                yield
+            finally:
+                await catalog.aclose()
