@@ -204,8 +204,10 @@ class ModelCatalog:
             self._status[name] = "ok"
             return listing
         self._cache.pop(name, None)  # failures are not kept, and an older success is stale by now
+        # Said once when a provider goes away, not on every listing while it stays away.
+        level = logging.DEBUG if self._status.get(name) == "unreachable" else logging.WARNING
         self._status[name] = "unreachable"
-        logger.info("provider %r could not list its models: %s: %s", name, error.code, error.message)
+        logger.log(level, "provider %r could not list its models: %s: %s", name, error.code, error.message)
         return error
 
 

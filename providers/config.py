@@ -8,6 +8,8 @@ own options. What every HTTP-speaking kind shares lives in :class:`HTTPProviderC
 
 from __future__ import annotations
 
+from typing import Literal
+
 import httpx
 import msgspec
 
@@ -90,5 +92,6 @@ class OllamaConfig(HTTPProviderConfig, tag="ollama"):
     """Ollama's address, without ``/v1``: requests go to ``{base_url}/api/chat``."""
     model: str = "llama3.2"
     """The model used when a request names none (``ollama pull llama3.2``)."""
-    think: bool | None = None
-    """Ask a thinking model to think (``true``) or not (``false``); unset: the model's own default."""
+    think: bool | Literal["low", "medium", "high"] | None = None
+    """Ask a thinking model to think (``true``, or a level for models that take one) or not (``false``);
+    unset: the model's own default."""

@@ -43,7 +43,7 @@ class _UpstreamRequest(msgspec.Struct, omit_defaults=True):
     messages: list[ChatMessage]
     stream: Literal[True]  # required, not defaulted: omit_defaults would drop a default True
     options: _Options
-    think: bool | None = None
+    think: bool | str | None = None
 
 
 _request_encoder: Final = msgspec.json.Encoder()

@@ -95,7 +95,7 @@ def test_the_kind_is_one_registry_entry_with_its_own_defaults() -> None:
     assert config.think is None
 
 
-@pytest.mark.parametrize(("think", "sent"), [(None, None), (True, True), (False, False)])
+@pytest.mark.parametrize(("think", "sent"), [(None, None), (True, True), (False, False), ("high", "high")])
 @respx.mock
 async def test_think_is_sent_only_when_configured(client: httpx.AsyncClient, think: bool | None, sent: Any) -> None:
     route = respx.post(f"{BASE}/api/chat").mock(side_effect=reply(ollama_done()))
@@ -344,7 +344,9 @@ async def service_client() -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-async def test_real_sockets_stream_split_anywhere(upstream: FakeUpstream, service_client: httpx.AsyncClient) -> None:
+async def test_real_sockets_stream_split_at_every_byte(
+    upstream: FakeUpstream, service_client: httpx.AsyncClient
+) -> None:
     tokens = ["héllo", " 🙂\u2028", " wörld"]
     body = b"".join(ndjson_chunks(tokens, thinking=["hm"], usage=(4, 3)))
     provider = OllamaProvider("local", OllamaConfig(base_url=upstream.root_url), service_client)
@@ -353,7 +355,7 @@ async def test_real_sockets_stream_split_anywhere(upstream: FakeUpstream, servic
         *(DeltaEvent(t) for t in tokens),
         DoneEvent(True, "stop", Usage(prompt_tokens=4, completion_tokens=3)),
     ]
-    for cut in range(1, len(body), 3):
+    for cut in range(1, len(body)):
         upstream.on("split", Reply(headers=dict(NDJSON), writes=[body[:cut], body[cut:]], delay=0.001))
         assert flat(await collect(provider, params(model="split"))) == expected, cut
     assert upstream.requests[-1].path == "/api/chat"

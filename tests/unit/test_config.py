@@ -526,11 +526,14 @@ def test_switching_in_settings_toml_is_one_line_too(workdir: Path) -> None:
 def test_an_ollama_provider_defined_only_through_env(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENT_PROVIDERS__LAPTOP__KIND", "ollama")
     monkeypatch.setenv("AGENT_PROVIDERS__LAPTOP__THINK", "false")
+    monkeypatch.setenv("AGENT_PROVIDERS__GPU__KIND", "ollama")
+    monkeypatch.setenv("AGENT_PROVIDERS__GPU__THINK", "high")
     monkeypatch.setenv("AGENT_PROVIDERS__LOCAL__FALLBACK", '["laptop"]')
 
     settings = load_settings(workdir)
 
     assert settings.providers["laptop"] == OllamaConfig(think=False)
+    assert settings.providers["gpu"] == OllamaConfig(think="high")
     assert settings.providers["local"].fallback == ["laptop"]
 
 
@@ -573,6 +576,7 @@ def test_extra_headers_from_env_are_a_table_of_strings(
         ),
         ({"AGENT_PROVIDERS__LOCAL__MODELS": '["ok", " "]'}, "providers.local.models"),
         ({"AGENT_PROVIDERS__LOCAL__MODELS": "[1, 2]"}, "providers.local.models"),
+        ({"AGENT_PROVIDERS__LOCAL__KIND": "ollama", "AGENT_PROVIDERS__LOCAL__THINK": "maybe"}, "providers.local.think"),
         ({"AGENT_MODELS_CACHE_SECONDS": "-1"}, "models_cache_seconds"),
         ({"AGENT_MODELS_CACHE_SECONDS": "soon"}, "models_cache_seconds"),
     ],
@@ -588,6 +592,7 @@ def test_extra_headers_from_env_are_a_table_of_strings(
         "fallback-comma-list-with-unknown",
         "models-empty-id",
         "models-not-strings",
+        "think-not-a-level",
         "cache-negative",
         "cache-not-a-number",
     ],
