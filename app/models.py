@@ -33,6 +33,9 @@ logger = logging.getLogger("app.models")
 #: What ``/ready`` says of a provider: its last listing worked, failed, or there was none yet.
 ProviderStatus: TypeAlias = Literal["ok", "unreachable", "unknown"]
 _UNCONFIGURED_CUTOFF: Final = 10.0  # a provider handed in without a config: the defaults' cut-off (min(120, 5 + 5))
+#: HTTP kinds cut their own listing off at the cut-off (and say where they were waiting); this is
+#: the backstop for a provider that does not.
+_BACKSTOP_SECONDS: Final = 0.1
 
 
 class ModelEntry(msgspec.Struct, kw_only=True):
@@ -187,7 +190,7 @@ class ModelCatalog:
         cutoff = self._cutoffs[name]
         error: AgentError
         try:
-            async with asyncio.timeout(cutoff):
+            async with asyncio.timeout(cutoff + _BACKSTOP_SECONDS):
                 models = await provider.list_models()
         except TimeoutError:
             error = UpstreamTimeout(f"provider {name!r} did not list its models within {cutoff:g} s")

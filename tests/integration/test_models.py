@@ -102,6 +102,9 @@ async def test_models_from_every_provider_with_one_down_and_one_slow(
     assert errors["down"]["code"] == "upstream_unavailable"
     assert "could not connect to provider 'down'" in errors["down"]["message"]
     assert errors["slow"]["code"] == "upstream_timeout"
+    assert errors["slow"]["message"] == (
+        f"provider 'slow' at {second.base_url} did not answer GET /v1/models within 0.5 s"
+    )
 
 
 async def test_successes_are_cached_until_they_expire_and_failures_are_asked_again(
