@@ -639,3 +639,15 @@ def test_fallbacks_are_checked_on_settings_built_directly() -> None:
         Settings(providers={"local": OpenAIConfig(fallback=["gpu"])})
     settings = Settings(providers={"local": OpenAIConfig(fallback=["GPU/x"]), "gpu": OllamaConfig()})
     assert settings.providers["local"].fallback == ["GPU/x"]
+
+
+def test_the_readmes_settings_snippets_load(workdir: Path) -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    snippets = [block.split("```", 1)[0] for block in readme.split("```toml\n")[1:]]
+    assert snippets, "the README has no settings.toml snippet"
+    for snippet in snippets:
+        (workdir / "settings.toml").write_text(snippet)
+        settings = load_settings(workdir)
+        assert settings.providers
+    assert settings.providers["local"].fallback == ["gpu", "laptop"]
+    assert settings.providers["laptop"] == OllamaConfig(base_url="http://laptop.local:11434", models=["llama3.2:1b"])
