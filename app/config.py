@@ -52,7 +52,11 @@ _STRING_KEYS: Final = frozenset(
         "key_prefix",
     }
 )
-_SECRET_KEYS: Final = frozenset({"api_key", "password", "secret", "token", "url", "redis_url", "api_keys"})
+_SECRET_KEYS: Final = frozenset(
+    {"api_key", "password", "secret", "token", "url", "redis_url", "api_keys", "extra_headers"}
+)
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_LIST_KEYS: Final = ("models", "fallback")
 _MSGSPEC_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 
 
@@ -97,8 +101,8 @@ class Settings(msgspec.Struct, kw_only=True):
 
 
 def env_var(key: str) -> str:
-    """The environment variable that sets a dotted settings key."""
-    return "AGENT_" + key.replace(".", "__").upper()
+    """The environment variable that sets a dotted settings key (a list item's index is not part of it)."""
+    return "AGENT_" + re.sub(r"\[[^\]]*\]", "", key).replace(".", "__").upper()
 
 
 def _fail(key: str, problem: str) -> ConfigError:
@@ -125,6 +129,12 @@ def _check(settings: Settings) -> None:
         raise _fail("providers", "no provider is configured")
     for name, provider in settings.providers.items():
         _check_provider(name, provider)
+    configured = {name.lower() for name in settings.providers}
+    for name, provider in settings.providers.items():
+        for entry in provider.fallback:
+            problem = _fallback_problem(entry, configured)
+            if problem:
+                raise _fail(f"providers.{name}.fallback", problem)
     if settings.default_provider.lower() not in settings.providers:
         raise _fail(
             "default_provider",
@@ -193,6 +203,52 @@ def _check_provider(name: str, provider: ProviderConfig) -> None:
             raise _fail(f"{key}.{field}", "must be more than 0")
     if provider.max_tokens < 1:
         raise _fail(f"{key}.max_tokens", "must be at least 1")
+    if any(not model.strip() for model in provider.models):
+        raise _fail(f"{key}.models", "has an empty model id")
+    for header, value in provider.extra_headers.items():
+        # The value is a secret: say which header is wrong, never what it holds.
+        if not _HEADER_NAME.fullmatch(header):
+            raise _fail(f"{key}.extra_headers", f"{header!r} is not an HTTP header name")
+        if "\r" in value or "\n" in value:
+            raise _fail(f"{key}.extra_headers", f"the value of {header!r} contains a line break")
+
+
+def _fallback_problem(entry: str, configured: set[str]) -> str | None:
+    """Why a ``fallback`` entry cannot be followed, or ``None``."""
+    shape = 'entries are "<provider>" or "<provider>/<model>"'
+    head, slash, rest = entry.strip().partition("/")
+    if not head:
+        return f"{entry!r} names no provider; {shape}"
+    if head.lower() not in configured:
+        return f"{entry!r} names no configured provider (configured: {', '.join(sorted(configured))}); {shape}"
+    if slash and not rest:
+        return f"{entry!r} names provider {head!r} but no model; {shape}"
+    return None
+
+
+def _header_values(headers: dict[str, Any], key: str) -> dict[str, Any]:
+    """Header values as strings: from the environment ``{"X-Token" = 123}`` arrives as a number."""
+    values: dict[str, Any] = {}
+    for name, value in headers.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        elif not isinstance(value, str):
+            raise _fail(key, f"the value of {name!r} must be a string (quote it)")
+        values[name] = value
+    return values
+
+
+def _table(value: Any, key: str) -> Any:
+    """A table given as text (an environment variable that is not TOML, e.g. JSON), decoded; else as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        decoded = msgspec.json.decode(value)
+    except msgspec.DecodeError:
+        decoded = None
+    if not isinstance(decoded, dict):
+        raise _fail(key, 'must be a table of header names and values, like {"X-Token" = "…"}')
+    return _lower_keys(decoded)
 
 
 def _lower_keys(value: Any) -> Any:
@@ -267,6 +323,14 @@ def settings_from_mapping(raw: dict[str, Any], env: str) -> Settings:
                 f"providers.{name}.kind",
                 f"unknown provider kind {kind!r} (known: {', '.join(sorted(PROVIDER_KINDS))})",
             )
+        if "extra_headers" in fields:
+            headers = _table(fields["extra_headers"], f"providers.{name}.extra_headers")
+            fields["extra_headers"] = (
+                _header_values(headers, f"providers.{name}.extra_headers") if isinstance(headers, dict) else headers
+            )
+        for list_key in _LIST_KEYS:  # AGENT_PROVIDERS__LOCAL__FALLBACK=gpu,laptop
+            if isinstance(fields.get(list_key), str):
+                fields[list_key] = [part.strip() for part in fields[list_key].split(",") if part.strip()]
         providers[name] = _convert(fields, PROVIDER_KINDS[kind].config, f"providers.{name}")
     settings: Settings = _convert({**top, "providers": providers, "env": env}, Settings, "")
     return settings

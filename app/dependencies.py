@@ -20,7 +20,7 @@ def provide_pipeline(state: State) -> ChatPipeline:
     return pipeline
 
 
-def provide_chat_plan(
+async def provide_chat_plan(
     request: Request[Any, Any, Any],
     data: JSONBody[SkipValidation[ChatRequest]],
     pipeline: NamedDependency[SkipValidation[ChatPipeline]],
@@ -28,12 +28,12 @@ def provide_chat_plan(
     """Validate the body (strictly: ``SkipValidation`` hands over the decoded JSON) and resolve who answers it.
 
     Raises:
-        AgentError: the body is not a valid chat request, or names an unknown provider.
+        AgentError: the body is not a valid chat request, or its ``model`` cannot be routed.
     """
-    return pipeline.plan(data, principal_of(request), client_address(request))
+    return await pipeline.plan(data, principal_of(request), client_address(request))
 
 
 DEPENDENCIES = {
     "pipeline": Provide(provide_pipeline, sync_to_thread=False),
-    "plan": Provide(provide_chat_plan, sync_to_thread=False),
+    "plan": Provide(provide_chat_plan),
 }

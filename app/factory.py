@@ -21,6 +21,8 @@ from app.errors import EXCEPTION_HANDLERS
 from app.health import health, health_head
 from app.lifespan import upstream_client
 from app.limits import RateLimits
+from app.models import ModelCatalog
+from app.models_controller import ModelsController
 from app.openapi import docs_assets_router, openapi_config
 from app.ops.logs import logging_config
 from app.ops.metrics import MetricsController, metrics_config
@@ -76,6 +78,7 @@ def create_app(
                 route_handlers=[ChatController, chat_socket],
                 dependencies={**DEPENDENCIES, **(dependencies or {})},
             ),
+            ModelsController,
             health,
             health_head,
             ready,
@@ -107,7 +110,12 @@ def create_app(
             *([auth_middleware(settings, limits)] if settings.auth.enabled else []),
         ],
         plugins=[HostPortFromSettings(settings)],
-        signature_namespace={"ChatPlan": ChatPlan, "ChatPipeline": ChatPipeline, "ChatRequest": ChatRequest},
+        signature_namespace={
+            "ChatPlan": ChatPlan,
+            "ChatPipeline": ChatPipeline,
+            "ChatRequest": ChatRequest,
+            "ModelCatalog": ModelCatalog,
+        },
     )
     # Outermost: every response gets its request id and its log line, a refused CORS preflight
     # included (Litestar answers those with text/plain from inside its own middleware).

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from providers.base import ChatMessage, ChatParams, EventStream, LLMProvider
-from providers.config import HTTPProviderConfig, OpenAIConfig
+from providers.base import ChatMessage, ChatParams, EventStream, ListedModel, LLMProvider
+from providers.config import HTTPProviderConfig, OllamaConfig, OpenAIConfig
 from providers.errors import (
     AgentError,
     ModelNotFound,
@@ -32,6 +32,9 @@ from providers.events import (
 from providers.http import HTTPEventStream, ReadyEventStream, StreamParser, UpstreamHTTP
 from providers.http11_transport import HTTP11Transport
 from providers.kinds import DEFAULT_KIND, PROVIDER_KINDS, ProviderConfig, ProviderKind
+from providers.ndjson import NDJSONLines
+from providers.ollama import OllamaProvider
+from providers.ollama_answer import OllamaAnswer
 from providers.openai import OpenAICompatibleProvider
 from providers.openai_answer import OpenAIAnswer, PromptSize
 from providers.registry import ProviderRegistry
@@ -54,9 +57,14 @@ __all__ = (
     "HTTPEventStream",
     "HTTPProviderConfig",
     "LLMProvider",
+    "ListedModel",
     "Meta",
     "MetaEvent",
     "ModelNotFound",
+    "NDJSONLines",
+    "OllamaAnswer",
+    "OllamaConfig",
+    "OllamaProvider",
     "OpenAIAnswer",
     "OpenAICompatibleProvider",
     "OpenAIConfig",

@@ -9,7 +9,7 @@ import msgspec
 
 from providers.events import ChatEvent, Meta
 
-__all__ = ("ChatMessage", "ChatParams", "EventStream", "LLMProvider")
+__all__ = ("ChatMessage", "ChatParams", "EventStream", "LLMProvider", "ListedModel")
 
 
 class ChatMessage(msgspec.Struct, gc=False):
@@ -30,6 +30,19 @@ class ChatParams(msgspec.Struct, kw_only=True):
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
+
+
+class ListedModel(msgspec.Struct, frozen=True, gc=False):
+    """One model a server says it serves.
+
+    ``aliases`` are other ids the server answers for the same model (Ollama's ``llama3`` for
+    ``llama3:latest``), so that a request naming one of them is routed here too.
+    """
+
+    id: str
+    context_window: int | None = None
+    """Tokens, where the listing reports them."""
+    aliases: tuple[str, ...] = ()
 
 
 class EventStream(Protocol):
@@ -59,3 +72,11 @@ class LLMProvider(Protocol):
     def name(self) -> str: ...
 
     async def open(self, params: ChatParams) -> EventStream: ...
+
+    async def list_models(self) -> Sequence[ListedModel]:
+        """The models the server says it serves, in its order.
+
+        Raises:
+            AgentError: the server cannot be reached, refused, or answered something that is not a listing.
+        """
+        ...

@@ -2,16 +2,21 @@
 
 Each provider kind has its own config type, tagged by ``kind`` (a msgspec tagged union, built
 in :mod:`providers.kinds`), so that each kind carries its own defaults (the OpenAI kind points
-at LM Studio's ``http://localhost:1234/v1``) and its own options. What every HTTP-speaking kind
-shares lives in :class:`HTTPProviderConfig`.
+at LM Studio's ``http://localhost:1234/v1``, the Ollama kind at ``http://localhost:11434``) and its
+own options. What every HTTP-speaking kind shares lives in :class:`HTTPProviderConfig`.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import httpx
 import msgspec
 
-__all__ = ("HTTPProviderConfig", "OpenAIConfig", "display_url")
+__all__ = ("HTTPProviderConfig", "OllamaConfig", "OpenAIConfig", "display_url")
+
+#: A model listing may take the connect timeout plus this long, and never more than ``timeout_seconds``.
+_LISTING_GRACE_SECONDS = 5.0
 
 
 def display_url(url: str) -> str:
@@ -39,6 +44,15 @@ class HTTPProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=Fal
     """The longest silence allowed from the upstream: before its headers and between reads."""
     extra_headers: dict[str, str] = msgspec.field(default_factory=dict)
     """Sent with every upstream request; the values are treated as secrets."""
+    models: list[str] = msgspec.field(default_factory=list)
+    """Model ids to list (``GET /models``) and route here besides the ones the server lists."""
+    fallback: list[str] = msgspec.field(default_factory=list)
+    """``"<provider>"`` or ``"<provider>/<model>"``, tried in order when this provider cannot start an answer."""
+
+    @property
+    def listing_timeout_seconds(self) -> float:
+        """How long a model listing may take: the smaller of the silence limit and the connect limit plus 5 s."""
+        return min(self.timeout_seconds, self.connect_timeout_seconds + _LISTING_GRACE_SECONDS)
 
     @property
     def kind(self) -> str:
@@ -57,7 +71,8 @@ class HTTPProviderConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=Fal
         key = "'***'" if self.api_key else "''"
         return (
             f"{type(self).__name__}(kind={self.kind!r}, base_url={display_url(self.base_url)!r}, api_key={key}, "
-            f"model={self.model!r}, max_tokens={self.max_tokens}, extra_headers={sorted(self.extra_headers)!r})"
+            f"model={self.model!r}, max_tokens={self.max_tokens}, extra_headers={sorted(self.extra_headers)!r}, "
+            f"models={self.models!r}, fallback={self.fallback!r})"
         )
 
 
@@ -68,3 +83,15 @@ class OpenAIConfig(HTTPProviderConfig, tag="openai"):
     """Requests go to ``{base_url}/chat/completions``; LM Studio's default."""
     stream_usage: bool = True
     """Ask for token usage in the stream (``stream_options.include_usage``)."""
+
+
+class OllamaConfig(HTTPProviderConfig, tag="ollama"):
+    """Ollama's own API (``/api/chat``, ``/api/tags``), not its OpenAI-compatible ``/v1``."""
+
+    base_url: str = "http://localhost:11434"
+    """Ollama's address, without ``/v1``: requests go to ``{base_url}/api/chat``."""
+    model: str = "llama3.2"
+    """The model used when a request names none (``ollama pull llama3.2``)."""
+    think: bool | Literal["low", "medium", "high"] | None = None
+    """Ask a thinking model to think (``true``, or a level for models that take one) or not (``false``);
+    unset: the model's own default."""

@@ -20,13 +20,21 @@ from typing import Final, Protocol
 import httpx
 
 from providers.config import HTTPProviderConfig, display_url
-from providers.errors import AgentError, UpstreamTimeout, UpstreamUnavailable, error_for_status, redact
+from providers.errors import (
+    AgentError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    error_for_status,
+    redact,
+)
 from providers.events import ChatEvent, DoneEvent, Meta
-from providers.upstream_errors import clip, message_of_body
+from providers.upstream_errors import clip, decode_json, message_of_body
 
 __all__ = ("HTTPEventStream", "ReadyEventStream", "StreamParser", "UpstreamHTTP", "fit_message")
 
 _MAX_ERROR_BODY: Final = 64 * 1024  # an error body is read to show its message, never more than this
+_MAX_LISTING: Final = 4 * 2**20  # a model list; hundreds of models fit in a fraction of this
 _STALE_CONNECTION: Final = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 _DRAIN_SECONDS: Final = 0.2
 _DRAIN_BYTES: Final = 64 * 1024
@@ -66,8 +74,11 @@ class StreamParser(Protocol):
         """The terminal event of a finished answer, with what trailing data brought."""
         ...
 
-    def end_of_stream(self) -> ChatEvent:
-        """The terminal event when the body ended before the answer had."""
+    def end_of_stream(self) -> list[ChatEvent]:
+        """The last events when the body ended before the answer had.
+
+        What an unfinished last line still held (where the format allows one), then the terminal event.
+        """
         ...
 
     def broken(self) -> ChatEvent:
@@ -80,11 +91,28 @@ class StreamParser(Protocol):
 
 
 class UpstreamHTTP:
-    """One provider's way to its server: headers, timeouts, error mapping, over the shared client."""
+    """One provider's way to its server: headers, timeouts, error mapping, over the shared client.
 
-    __slots__ = ("_client", "_extensions", "_headers", "config", "name", "secrets", "timeout", "where")
+    ``slow_hint`` is what a kind adds to the message when its server sent no response in time
+    (Ollama: the model may still be loading).
+    """
 
-    def __init__(self, name: str, config: HTTPProviderConfig, client: httpx.AsyncClient) -> None:
+    __slots__ = (
+        "_client",
+        "_extensions",
+        "_get_headers",
+        "_headers",
+        "_slow_hint",
+        "config",
+        "name",
+        "secrets",
+        "timeout",
+        "where",
+    )
+
+    def __init__(
+        self, name: str, config: HTTPProviderConfig, client: httpx.AsyncClient, *, slow_hint: str = ""
+    ) -> None:
         self.name = name
         self.config = config
         self._client = client
@@ -104,6 +132,8 @@ class UpstreamHTTP:
         if config.api_key:
             headers["authorization"] = f"Bearer {config.api_key}"
         self._headers = headers
+        self._get_headers = {**{k: v for k, v in headers.items() if k != "content-type"}, "accept": "application/json"}
+        self._slow_hint = slow_hint
         self._extensions = {"timeout": self.timeout.as_dict()}
 
     def say(self, text: str) -> str:
@@ -124,29 +154,56 @@ class UpstreamHTTP:
         )
         return await self._send(request)
 
-    async def get(self, url: str, *, within: float) -> httpx.Response:
-        """``GET url`` with the provider's headers, the whole exchange cut off after ``within`` seconds.
+    async def get_json(self, url: str, *, within: float) -> object:
+        """``GET url`` (a listing) with the provider's headers; the whole exchange is cut off after ``within`` seconds.
 
         Raises:
-            AgentError: as :meth:`post`, or ``upstream_timeout`` when the cut-off passes.
+            AgentError: as :meth:`post`; the upstream's own error for a status of 400 or more;
+                ``upstream_timeout`` when the cut-off passes; ``upstream_protocol_error`` for a
+                body that is not JSON or is larger than a listing can be.
         """
-        request = self._client.build_request(
-            "GET", url, headers={**self._headers, "accept": "application/json"}, timeout=self.timeout
-        )
+        path = httpx.URL(url).path
+        request = self._client.build_request("GET", url, headers=self._get_headers, timeout=self.timeout)
         try:
             async with asyncio.timeout(within):
                 response = await self._send(request)
                 try:
-                    await response.aread()
-                except httpx.HTTPError as exc:
-                    raise UpstreamUnavailable(
-                        self.say(f"{self.where} broke off its answer ({type(exc).__name__})")
-                    ) from None
+                    if response.status_code >= 400:
+                        status = response.status_code
+                        message = message_of_body(await self.read_limited(response)) or response.reason_phrase
+                        raise error_for_status(
+                            status,
+                            self.say(f"{self.where} answered {status} to GET {path}: {message}"),
+                            retry_after=_valid_retry_after(response.headers.get("retry-after")),
+                        )
+                    body = await self._read_listing(response, path)
                 finally:
                     await response.aclose()
-                return response
         except TimeoutError:
-            raise UpstreamTimeout(f"{self.where} did not answer within {within:g} s") from None
+            raise UpstreamTimeout(f"{self.where} did not answer GET {path} within {within:g} s") from None
+        try:
+            return decode_json(body)
+        except ValueError:
+            raise UpstreamProtocolError(f"{self.where} answered GET {path} with a body that is not JSON") from None
+
+    async def _read_listing(self, response: httpx.Response, path: str) -> bytes:
+        body = bytearray()
+        try:
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > _MAX_LISTING:
+                    raise UpstreamProtocolError(
+                        f"{self.where} answered GET {path} with more than {_MAX_LISTING // 2**20} MiB; not a model list"
+                    )
+        except httpx.TimeoutException:
+            raise UpstreamTimeout(
+                f"{self.where} went silent for more than {self.config.timeout_seconds:g} s answering GET {path}"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(
+                self.say(f"{self.where} broke off its answer to GET {path} ({type(exc).__name__})")
+            ) from None
+        return bytes(body)
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         try:
@@ -170,7 +227,9 @@ class UpstreamHTTP:
                 retry_after="1",
             ) from None
         except httpx.TimeoutException:
-            raise UpstreamTimeout(f"{self.where} sent no response within {self.config.timeout_seconds:g} s") from None
+            raise UpstreamTimeout(
+                f"{self.where} sent no response within {self.config.timeout_seconds:g} s{self._slow_hint}"
+            ) from None
         except httpx.ConnectError as exc:
             if _is_name_resolution_failure(exc):
                 raise UpstreamUnavailable(
@@ -285,7 +344,7 @@ async def _relay(response: httpx.Response, parser: StreamParser) -> AsyncIterato
             if parser.finished():
                 break
         else:
-            yield [parser.end_of_stream()]
+            yield parser.end_of_stream()
             return
         # Finished: only usage and an end marker may follow. Wait for them briefly, not for the
         # whole silence timeout, in case the upstream holds the connection open after that.

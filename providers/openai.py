@@ -8,12 +8,13 @@ each upstream read into the batch of events it completes (:mod:`providers.openai
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from collections.abc import Mapping
+from typing import Any, Final, Literal
 
 import httpx
 import msgspec
 
-from providers.base import ChatMessage, ChatParams, EventStream
+from providers.base import ChatMessage, ChatParams, EventStream, ListedModel
 from providers.config import OpenAIConfig
 from providers.errors import UpstreamProtocolError, error_for_status
 from providers.events import ChatEvent, DeltaEvent, DoneEvent, Meta, ReasoningEvent, Usage
@@ -45,18 +46,37 @@ _ASK_FOR_USAGE: Final = _StreamOptions(include_usage=True)
 class OpenAICompatibleProvider:
     """Talks to ``{base_url}/chat/completions`` over a shared ``httpx.AsyncClient``."""
 
-    __slots__ = ("_context_windows", "_http", "_url", "config")
+    __slots__ = ("_context_windows", "_http", "_models_url", "_url", "config")
 
     def __init__(self, name: str, config: OpenAIConfig, client: httpx.AsyncClient) -> None:
         self.config = config
         self._http = UpstreamHTTP(name, config, client)
         self._url = httpx.URL(config.base_url.rstrip("/") + "/chat/completions")
-        # Context windows (tokens) by model id, where the server's model list reports them.
+        self._models_url = config.base_url.rstrip("/") + "/models"
+        # Context windows (tokens) by model id, where the server's model list reports them; the
+        # last listing replaces the whole map.
         self._context_windows: dict[str, int] = {}
 
     @property
     def name(self) -> str:
         return self._http.name
+
+    async def list_models(self) -> list[ListedModel]:
+        """``GET {base_url}/models``: the ids, and the context windows where the server reports them.
+
+        Raises:
+            AgentError: the server cannot be reached, refused, or did not answer with a model list.
+        """
+        http = self._http
+        payload = await http.get_json(self._models_url, within=self.config.listing_timeout_seconds)
+        models = _listed_models(payload)
+        if models is None:
+            raise UpstreamProtocolError(
+                f"{http.where} answered GET /models with JSON that is not a model list"
+                ' ({"data": [{"id": …}, …]}) — does base_url point at an OpenAI-compatible API?'
+            )
+        self._context_windows = {m.id: m.context_window for m in models if m.context_window is not None}
+        return models
 
     async def open(self, params: ChatParams) -> EventStream:
         """Start the upstream request and wait for its headers.
@@ -143,3 +163,49 @@ def _events_of_completion(payload: object) -> list[ChatEvent] | None:
         usage = msgspec.UNSET
     events.append(DoneEvent(done=True, finish_reason=finish, usage=usage))
     return events
+
+
+#: Where servers report a model's context window in ``/v1/models``, the window a request meets first:
+#: vLLM's ``max_model_len``, llama.cpp's ``meta.n_ctx`` (where it reports the running context), LM
+#: Studio's loaded and maximum context, and last llama.cpp's ``meta.n_ctx_train`` (the model's own maximum).
+_WINDOW_KEYS: Final = (
+    ("max_model_len",),
+    ("meta", "n_ctx"),
+    ("loaded_context_length",),
+    ("context_length",),
+    ("max_context_length",),
+    ("meta", "n_ctx_train"),
+)
+
+
+def _listed_models(payload: object) -> list[ListedModel] | None:
+    """The models of an OpenAI-style list (``data``; llama.cpp's ``models`` too), or ``None`` if it is not one."""
+    if not isinstance(payload, dict):
+        return None
+    entries = payload.get("data")
+    key = "id"
+    if entries is None and isinstance(payload.get("models"), list):
+        entries, key = payload["models"], "model"
+    if not isinstance(entries, list):
+        return None
+    models: list[ListedModel] = []
+    seen: set[str] = set()
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        model_id = entry.get(key) or entry.get("id") or entry.get("name")
+        if not isinstance(model_id, str) or not model_id or model_id in seen:
+            continue
+        seen.add(model_id)
+        models.append(ListedModel(model_id, _context_window(entry)))
+    return models
+
+
+def _context_window(entry: Mapping[str, Any]) -> int | None:
+    for path in _WINDOW_KEYS:
+        value: Any = entry
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None

@@ -140,8 +140,11 @@ class OpenAIAnswer:
     def done(self) -> DoneEvent:
         return DoneEvent(done=True, finish_reason=self.finish, usage=self.usage)
 
-    def end_of_stream(self) -> ChatEvent:
-        """The terminal event when the body ended without ``[DONE]``."""
+    def end_of_stream(self) -> list[ChatEvent]:
+        """The terminal event when the body ended without ``[DONE]`` (an unfinished event is dropped, as SSE says)."""
+        return [self._ended_early()]
+
+    def _ended_early(self) -> ChatEvent:
         if self.finish is not None:
             return self.done()
         prompt = self._prompt

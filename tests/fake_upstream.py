@@ -1,4 +1,4 @@
-"""A small, fast fake OpenAI-compatible LLM server for integration tests and benchmarks.
+"""A small, fast fake LLM server (OpenAI-compatible, and Ollama's own API) for integration tests and benchmarks.
 
 Plain asyncio (``asyncio.start_server``) and hand-written HTTP/1.1, no framework, so that
 every byte, write boundary, delay and disconnect on the wire is under the test's control.
@@ -21,6 +21,12 @@ fly from pre-encoded bytes (see :func:`bench_text` and :class:`BenchSpec`): ``pe
 events per socket write, each event its own HTTP chunk as real servers send them
 (``framing=grouped``: one HTTP chunk per write). ``GET /v1/models`` lists the registered models;
 ``GET /_fake/stats`` gives the connection and request counts (for a fake in another process).
+
+Ollama's API: ``POST /api/chat`` answers like the chat route (the reply registered for the
+body's ``model``, else the default, which is NDJSON here: :func:`ndjson_chunks`), ``GET
+/api/tags`` lists the registered models as Ollama does; point an ``ollama`` provider at
+:attr:`FakeUpstream.root_url`. :meth:`FakeUpstream.route` answers one method and path with a
+reply of its own (a slow or failing ``/v1/models``, a listing with context windows).
 Anything else is a 404 with an OpenAI-style ``{"error": {...}}`` body.
 """
 
@@ -48,6 +54,8 @@ __all__ = (
     "Reply",
     "ReplyFactory",
     "bench_text",
+    "ndjson_chunks",
+    "ndjson_line",
     "parse_bench_model",
     "sse_chunks",
     "sse_event",
@@ -127,6 +135,11 @@ class Reply:
     def sse(cls, tokens: list[str], *, delay: float = 0.0, chunk_per_event: bool = False, **kwargs: Any) -> Reply:
         """A normal streamed answer: :func:`sse_chunks` of ``tokens`` (other kwargs go there)."""
         return cls(writes=sse_chunks(tokens, **kwargs), delay=delay, chunk_per_event=chunk_per_event)
+
+    @classmethod
+    def ndjson(cls, tokens: list[str], *, delay: float = 0.0, **kwargs: Any) -> Reply:
+        """A normal streamed Ollama answer: :func:`ndjson_chunks` of ``tokens`` (other kwargs go there)."""
+        return cls(headers=_ndjson_headers(), writes=ndjson_chunks(tokens, **kwargs), delay=delay)
 
 
 @dataclasses.dataclass
@@ -229,6 +242,53 @@ def sse_chunks(
         raise ValueError("per_write must be >= 1")
     role, body, tail = _sse_events(tokens, finish_reason=finish_reason, usage=usage, done=done, model=model)
     events = [role, *body, *tail]
+    return [b"".join(events[i : i + per_write]) for i in range(0, len(events), per_write)]
+
+
+# --------------------------------------------------------------------------- Ollama's NDJSON
+
+
+def _ndjson_headers() -> dict[str, str]:
+    return {"content-type": "application/x-ndjson"}
+
+
+def ndjson_line(obj: object) -> bytes:
+    """One NDJSON line carrying ``obj`` as compact JSON, non-ASCII as it is (as Ollama writes it)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def ndjson_chunks(
+    tokens: list[str],
+    *,
+    per_write: int = 1,
+    thinking: list[str] | None = None,
+    done_reason: str | None = "stop",
+    usage: tuple[int, int] | None = (5, 7),
+    done: bool = True,
+    model: str = "fake",
+) -> list[bytes]:
+    """Ollama ``/api/chat`` lines for ``tokens``, grouped ``per_write`` lines per write.
+
+    The lines: one per ``thinking`` piece (``message.thinking``), one per token
+    (``message.content``), then (when ``done``) the final ``"done": true`` line with
+    ``done_reason`` (left out when ``None``) and ``usage`` as ``prompt_eval_count`` / ``eval_count``.
+    """
+    if per_write < 1:
+        raise ValueError("per_write must be >= 1")
+    stamp = "2025-01-01T00:00:00.000000Z"
+
+    def line(message: dict[str, str], **extra: Any) -> bytes:
+        return ndjson_line({"model": model, "created_at": stamp, "message": message, "done": False, **extra})
+
+    events = [line({"role": "assistant", "content": "", "thinking": piece}) for piece in thinking or ()]
+    events += [line({"role": "assistant", "content": token}) for token in tokens]
+    if done:
+        final: dict[str, Any] = {"done": True, "total_duration": 1000, "load_duration": 10}
+        if done_reason is not None:
+            final["done_reason"] = done_reason
+        if usage is not None:
+            final.update(prompt_eval_count=usage[0], prompt_eval_duration=20, eval_count=usage[1], eval_duration=30)
+        events.append(line({"role": "assistant", "content": ""}, **final))
     return [b"".join(events[i : i + per_write]) for i in range(0, len(events), per_write)]
 
 
@@ -468,8 +528,15 @@ def _json_error(status: int, message: str, err_type: str = "invalid_request_erro
     return Reply.json({"error": {"message": message, "type": err_type, "code": None}}, status)
 
 
+_DEFAULT_TOKENS = ["Hello", " from", " the", " fake", " upstream", "!"]
+
+
 def _default_reply() -> Reply:
-    return Reply(writes=sse_chunks(["Hello", " from", " the", " fake", " upstream", "!"]))
+    return Reply(writes=sse_chunks(_DEFAULT_TOKENS))
+
+
+def _default_ollama_reply() -> Reply:
+    return Reply.ndjson(_DEFAULT_TOKENS)
 
 
 class FakeUpstream:
@@ -477,11 +544,14 @@ class FakeUpstream:
 
     Attributes:
         default: the reply (or reply factory) for models with no :meth:`on` registration.
+        ollama_default: the same for ``POST /api/chat``.
         requests: every request received, in order (when ``record`` is true).
     """
 
     def __init__(self, *, record: bool = True, default: Reply | ReplyFactory | None = None) -> None:
         self.default: Reply | ReplyFactory = default if default is not None else _default_reply()
+        self.ollama_default: Reply | ReplyFactory = _default_ollama_reply()
+        self._routes: dict[tuple[str, str], Reply | ReplyFactory] = {}
         self.requests: list[Recorded] = []
         self.record = record
         self._replies: dict[str, Reply | ReplyFactory] = {}
@@ -506,9 +576,18 @@ class FakeUpstream:
         """
         self._replies[model] = reply
 
+    def route(self, method: str, path: str, reply: Reply | ReplyFactory) -> None:
+        """Answer ``method path`` (the path without its query) with ``reply``, before any built-in route."""
+        self._routes[(method.upper(), path)] = reply
+
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def root_url(self) -> str:
+        """``http://127.0.0.1:<port>``, the base URL of an ``ollama`` provider."""
+        return f"http://{self._host}:{self._port}"
 
     @property
     def base_url(self) -> str:
@@ -617,29 +696,16 @@ class FakeUpstream:
 
     async def _dispatch(self, conn: _Conn, rec: Recorded, keep_alive: bool) -> tuple[bool, bool]:
         path = rec.path.split("?", 1)[0]
-        if path.endswith("/chat/completions"):
-            if rec.method != "POST":
-                self._remember(rec)
-                return await self._send_simple(conn, _json_error(405, "method not allowed"), keep_alive, rec)
-            try:
+        override = self._routes.get((rec.method, path))
+        if override is not None:
+            with contextlib.suppress(ValueError):
                 rec.body = json.loads(rec.raw_body) if rec.raw_body else None
-            except ValueError:
-                self._remember(rec)
-                return await self._send_simple(conn, _json_error(400, "body is not JSON"), keep_alive, rec)
             self._remember(rec)
-            model = rec.model
-            if model is not None:
-                spec = parse_bench_model(model) if model not in self._replies else None
-                if spec is not None:
-                    return await self._send_bench(conn, rec, spec, model, keep_alive)
-                reply_src = self._replies.get(model, self.default)
-            else:
-                reply_src = self.default
-            try:
-                reply = reply_src if isinstance(reply_src, Reply) else reply_src(rec)
-            except Exception as exc:  # a broken test factory: say so on the wire, keep serving
-                reply = _json_error(500, f"reply factory failed: {exc!r}", "server_error")
-            return await self._send_reply(conn, rec, reply, keep_alive)
+            return await self._send_reply(conn, rec, self._build(override, rec), keep_alive)
+        if path == "/api/chat" and rec.method == "POST":
+            return await self._chat(conn, rec, keep_alive, self.ollama_default, bench=False)
+        if path.endswith("/chat/completions"):
+            return await self._chat(conn, rec, keep_alive, self.default, bench=True)
         self._remember(rec)
         if path == "/_fake/stats" and rec.method == "GET":
             stats = {
@@ -651,9 +717,44 @@ class FakeUpstream:
             ids = ["fake", *self._replies]
             data = {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "fake"} for m in ids]}
             return await self._send_simple(conn, Reply.json(data), keep_alive, rec)
+        if path == "/api/tags" and rec.method == "GET":
+            tags = [
+                {"name": m, "model": m, "modified_at": "2025-01-01T00:00:00Z", "size": 1, "digest": "0", "details": {}}
+                for m in ["fake:latest", *self._replies]
+            ]
+            return await self._send_simple(conn, Reply.json({"models": tags}), keep_alive, rec)
         return await self._send_simple(
             conn, _json_error(404, f"Unexpected endpoint or method. ({rec.method} {path})"), keep_alive, rec
         )
+
+    async def _chat(
+        self, conn: _Conn, rec: Recorded, keep_alive: bool, default: Reply | ReplyFactory, *, bench: bool
+    ) -> tuple[bool, bool]:
+        if rec.method != "POST":
+            self._remember(rec)
+            return await self._send_simple(conn, _json_error(405, "method not allowed"), keep_alive, rec)
+        try:
+            rec.body = json.loads(rec.raw_body) if rec.raw_body else None
+        except ValueError:
+            self._remember(rec)
+            return await self._send_simple(conn, _json_error(400, "body is not JSON"), keep_alive, rec)
+        self._remember(rec)
+        model = rec.model
+        if model is not None:
+            spec = parse_bench_model(model) if bench and model not in self._replies else None
+            if spec is not None:
+                return await self._send_bench(conn, rec, spec, model, keep_alive)
+            reply_src = self._replies.get(model, default)
+        else:
+            reply_src = default
+        return await self._send_reply(conn, rec, self._build(reply_src, rec), keep_alive)
+
+    @staticmethod
+    def _build(reply_src: Reply | ReplyFactory, rec: Recorded) -> Reply:
+        try:
+            return reply_src if isinstance(reply_src, Reply) else reply_src(rec)
+        except Exception as exc:  # a broken test factory: say so on the wire, keep serving
+            return _json_error(500, f"reply factory failed: {exc!r}", "server_error")
 
     def _remember(self, rec: Recorded) -> None:
         if self.record:

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
-from providers import AgentError, ChatEvent, ChatParams, DeltaEvent, DoneEvent, Meta, ProviderRegistry
+from providers import (
+    AgentError,
+    ChatEvent,
+    ChatParams,
+    DeltaEvent,
+    DoneEvent,
+    ListedModel,
+    Meta,
+    OpenAIConfig,
+    ProviderRegistry,
+)
 
 
 class FakeStream:
@@ -32,6 +44,8 @@ class FakeProvider:
 
     Like a real provider it fills in its own defaults: ``model`` and ``max_tokens`` when the
     request leaves them out; ``sent`` records the model and max_tokens it answered with.
+    ``list_models`` answers ``listed`` after ``list_delay`` seconds (or raises ``list_error``);
+    ``listings`` counts the calls.
     """
 
     def __init__(
@@ -46,6 +60,9 @@ class FakeProvider:
         max_tokens: int = 512,
         error: Exception | None = None,
         fail_after: Exception | None = None,
+        listed: Sequence[str | ListedModel] = (),
+        list_error: Exception | None = None,
+        list_delay: float = 0.0,
     ) -> None:
         self._name = name
         self.model = model
@@ -53,6 +70,10 @@ class FakeProvider:
         self.batches = batches
         self.error = error
         self.fail_after = fail_after
+        self.listed = listed
+        self.list_error = list_error
+        self.list_delay = list_delay
+        self.listings = 0
         self.calls: list[ChatParams] = []
         self.sent: list[tuple[str, int]] = []
         self.streams: list[FakeStream] = []
@@ -60,6 +81,14 @@ class FakeProvider:
     @property
     def name(self) -> str:
         return self._name
+
+    async def list_models(self) -> list[ListedModel]:
+        self.listings += 1
+        if self.list_delay:
+            await asyncio.sleep(self.list_delay)
+        if self.list_error is not None:
+            raise self.list_error
+        return [m if isinstance(m, ListedModel) else ListedModel(m) for m in self.listed]
 
     async def open(self, params: ChatParams) -> FakeStream:
         self.calls.append(params)
@@ -72,9 +101,17 @@ class FakeProvider:
         return stream
 
 
-def registry_of(*providers: FakeProvider, default: str = "local") -> ProviderRegistry:
-    """A registry of fakes, by their names."""
-    return ProviderRegistry({provider.name: provider for provider in providers}, default)
+def registry_of(
+    *providers: FakeProvider, default: str = "local", configs: dict[str, dict[str, Any]] | None = None
+) -> ProviderRegistry:
+    """A registry of fakes, by their names, each with a config that says its default model (and ``configs``' keys)."""
+    made = {
+        provider.name: OpenAIConfig(
+            model=provider.model, max_tokens=provider.max_tokens, **(configs or {}).get(provider.name, {})
+        )
+        for provider in providers
+    }
+    return ProviderRegistry({provider.name: provider for provider in providers}, default, made)
 
 
 __all__ = ("AgentError", "FakeProvider", "FakeStream", "registry_of")

@@ -1,7 +1,8 @@
 """The chat pipeline: one owner for an answer's lifetime, whatever transport carries it.
 
 1. **plan** (:meth:`ChatPipeline.plan`): the validated request, who asks, what goes upstream,
-   and the providers to try, in order.
+   and the providers to try, in order (a bare model id may wait for the providers' model
+   lists, :mod:`app.chat.routing`).
 2. **open** (:meth:`ChatPipeline.open`): every feature admits the chat (or refuses it); the first
    provider that answers is opened — the next one is tried only when one fails with
    ``upstream_unavailable`` or ``upstream_timeout`` before its stream starts; a client that
@@ -34,6 +35,7 @@ from app.chat.request import ChatRequest, params_of, parse_chat_request
 from app.chat.routing import Attempt, route
 from app.config import Limits
 from app.errors import ServerShutdown
+from app.models import ModelCatalog
 from app.principal import Principal
 from providers.base import ChatParams, EventStream
 from providers.errors import AgentError, UpstreamTimeout, UpstreamUnavailable
@@ -94,25 +96,39 @@ class Chat:
 class ChatPipeline:
     """Plans, opens and tracks every chat; one per app, shared by every transport."""
 
-    __slots__ = ("_features", "_live", "limits", "registry")
+    __slots__ = ("_features", "_live", "catalog", "limits", "registry")
 
-    def __init__(self, registry: ProviderRegistry, limits: Limits, features: Sequence[ChatFeature] = ()) -> None:
+    def __init__(
+        self,
+        registry: ProviderRegistry,
+        limits: Limits,
+        features: Sequence[ChatFeature] = (),
+        catalog: ModelCatalog | None = None,
+    ) -> None:
         self.registry = registry
         self.limits = limits
+        self.catalog = catalog if catalog is not None else ModelCatalog(registry)
+        """The providers' model lists, which route bare model ids."""
         self._features = tuple(features)
         self._live: set[ChatRun] = set()
 
-    def plan(self, data: object, principal: Principal, client: str) -> ChatPlan:
+    async def plan(self, data: object, principal: Principal, client: str) -> ChatPlan:
         """Validate a decoded request body and resolve who answers it.
 
         Raises:
-            AgentError: the body is not a valid chat request, or names an unknown provider.
+            AgentError: the body is not a valid chat request, or its ``model`` cannot be routed.
         """
-        return self.plan_request(parse_chat_request(data, self.limits), principal, client)
+        return await self.plan_request(parse_chat_request(data, self.limits), principal, client)
 
-    def plan_request(self, request: ChatRequest, principal: Principal, client: str) -> ChatPlan:
-        """Resolve an already validated request."""
-        return ChatPlan(request, params_of(request), route(request.model, self.registry), principal, client)
+    async def plan_request(self, request: ChatRequest, principal: Principal, client: str) -> ChatPlan:
+        """Resolve an already validated request: the provider that answers, then its fallbacks.
+
+        Raises:
+            AgentError: its ``model`` names a provider but no model, or a bare id more than one
+                provider lists when the default provider is not one of them.
+        """
+        attempts = await route(request.model, self.registry, self.catalog)
+        return ChatPlan(request, params_of(request), attempts, principal, client)
 
     @property
     def live(self) -> int:

@@ -184,7 +184,7 @@ class _Session:
         cancel = self._cancel = asyncio.Event()
         try:
             try:
-                plan = self._pipeline.plan_request(request, self._principal, self._client)
+                plan = await self._pipeline.plan_request(request, self._principal, self._client)
                 run = await self._pipeline.open(plan, until_gone=cancel.wait)
             except AgentError as exc:
                 await send((error_event(exc),))

@@ -131,7 +131,7 @@ async def open_run(chat_pipeline: ChatPipeline, model: str | None = None, **kwar
     body: dict[str, Any] = {"message": "hi"}
     if model is not None:
         body["model"] = model
-    return await chat_pipeline.open(chat_pipeline.plan(body, ANONYMOUS, "127.0.0.1"), **kwargs)
+    return await chat_pipeline.open(await chat_pipeline.plan(body, ANONYMOUS, "127.0.0.1"), **kwargs)
 
 
 def assert_once_each(observer: Recorder, *, started: int = 1) -> None:
@@ -349,7 +349,7 @@ async def test_fallback_is_tried_when_the_first_provider_cannot_start(error: Age
     first = FakeProvider(error=error)
     second = FakeProvider(name="other", model="other-default")
     chat_pipeline = pipeline(first, second)
-    plan = with_fallback(chat_pipeline.plan({"message": "hi"}, ANONYMOUS, "127.0.0.1"), Attempt(second, None))
+    plan = with_fallback(await chat_pipeline.plan({"message": "hi"}, ANONYMOUS, "127.0.0.1"), Attempt(second, None))
     run = await chat_pipeline.open(plan)
     assert run is not None
     assert run.chat.meta == Meta(model="other-default", provider="other")
@@ -361,7 +361,7 @@ async def test_no_fallback_on_a_4xx() -> None:
     first = FakeProvider(error=UpstreamRejected("bad request"))
     second = FakeProvider(name="other")
     chat_pipeline = pipeline(first, second)
-    plan = with_fallback(chat_pipeline.plan({"message": "hi"}, ANONYMOUS, "127.0.0.1"), Attempt(second, None))
+    plan = with_fallback(await chat_pipeline.plan({"message": "hi"}, ANONYMOUS, "127.0.0.1"), Attempt(second, None))
     with pytest.raises(UpstreamRejected):
         await chat_pipeline.open(plan)
     assert second.calls == []
@@ -390,3 +390,57 @@ async def test_observer_failures_never_cut_the_stream() -> None:
         assert (await run.pump(sink)).kind == "complete"
     assert sink.events[-1] == DONE
     assert fake.streams[0].closed == 1
+
+
+# --- fallback from the configuration (CONTRACT §9) ---------------------------------------------
+
+
+def configured_pipeline(*providers: FakeProvider, **fallbacks: list[str]) -> ChatPipeline:
+    configs = {name: {"fallback": entries} for name, entries in fallbacks.items()}
+    return ChatPipeline(registry_of(*providers, configs=configs), Limits())
+
+
+@pytest.mark.parametrize("error", [UpstreamUnavailable("refused"), UpstreamTimeout("no connect")])
+async def test_a_configured_fallback_answers_with_its_own_default_model(error: AgentError) -> None:
+    first = FakeProvider(error=error)
+    backup = FakeProvider(name="backup", model="backup-default", max_tokens=64)
+    run = await open_run(configured_pipeline(first, backup, local=["backup"]), model="local/big-model")
+    assert run is not None
+    assert run.chat.meta == Meta(model="backup-default", provider="backup")
+    assert first.sent == [("big-model", 512)]
+    assert backup.sent == [("backup-default", 64)]
+    sink = Sink([])
+    await run.pump(sink)
+    assert sink.events[0] == MetaEvent(Meta(model="backup-default", provider="backup"))
+
+
+async def test_every_fallback_failing_reports_the_last_failure() -> None:
+    first = FakeProvider(error=UpstreamUnavailable("first down"))
+    second = FakeProvider(name="second", error=UpstreamTimeout("second slow"))
+    third = FakeProvider(name="third", error=UpstreamUnavailable("third down"))
+    chat_pipeline = configured_pipeline(first, second, third, local=["second", "third/named"])
+    with pytest.raises(UpstreamUnavailable, match="third down"):
+        await open_run(chat_pipeline)
+    assert (len(first.calls), len(second.calls), len(third.calls)) == (1, 1, 1)
+    assert third.sent == [("named", 512)]
+
+
+async def test_no_fallback_once_the_stream_started() -> None:
+    first = FakeProvider([[DeltaEvent("partial")]], fail_after=UpstreamUnavailable("dropped mid-answer"))
+    backup = FakeProvider(name="backup")
+    run = await open_run(configured_pipeline(first, backup, local=["backup"]))
+    assert run is not None
+    sink = Sink([])
+    outcome = await run.pump(sink)
+    assert outcome.code == "upstream_unavailable"
+    assert sink.events[1] == DeltaEvent("partial")
+    assert isinstance(sink.events[-1], ErrorEvent)
+    assert backup.calls == []
+
+
+async def test_no_configured_fallback_on_a_4xx() -> None:
+    first = FakeProvider(error=UpstreamRejected("context too long"))
+    backup = FakeProvider(name="backup")
+    with pytest.raises(UpstreamRejected):
+        await open_run(configured_pipeline(first, backup, local=["backup"]))
+    assert backup.calls == []

