@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from providers.base import ChatMessage, ChatParams, EventStream, ListedModel, LLMProvider
+from providers.base import (
+    CalledFunction,
+    ChatMessage,
+    ChatParams,
+    EventStream,
+    FunctionSpec,
+    ListedModel,
+    LLMProvider,
+    NamedFunction,
+    ToolChoice,
+    ToolSpec,
+    ToolTurnCall,
+)
 from providers.config import HTTPProviderConfig, OllamaConfig, OpenAIConfig
 from providers.errors import (
     AgentError,
@@ -45,6 +57,7 @@ __all__ = (
     "DEFAULT_KIND",
     "PROVIDER_KINDS",
     "AgentError",
+    "CalledFunction",
     "ChatEvent",
     "ChatMessage",
     "ChatParams",
@@ -53,6 +66,7 @@ __all__ = (
     "ErrorEvent",
     "ErrorInfo",
     "EventStream",
+    "FunctionSpec",
     "HTTP11Transport",
     "HTTPEventStream",
     "HTTPProviderConfig",
@@ -62,6 +76,7 @@ __all__ = (
     "MetaEvent",
     "ModelNotFound",
     "NDJSONLines",
+    "NamedFunction",
     "OllamaAnswer",
     "OllamaConfig",
     "OllamaProvider",
@@ -85,6 +100,9 @@ __all__ = (
     "ToolCallEvent",
     "ToolCallFragment",
     "ToolCallTracker",
+    "ToolChoice",
+    "ToolSpec",
+    "ToolTurnCall",
     "UpstreamHTTP",
     "UpstreamProtocolError",
     "UpstreamRejected",

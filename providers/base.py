@@ -9,14 +9,73 @@ import msgspec
 
 from providers.events import ChatEvent, Meta
 
-__all__ = ("ChatMessage", "ChatParams", "EventStream", "LLMProvider", "ListedModel")
+__all__ = (
+    "CalledFunction",
+    "ChatMessage",
+    "ChatParams",
+    "EventStream",
+    "FunctionSpec",
+    "LLMProvider",
+    "ListedModel",
+    "NamedFunction",
+    "ToolChoice",
+    "ToolSpec",
+    "ToolTurnCall",
+)
 
 
-class ChatMessage(msgspec.Struct, gc=False):
-    """One turn of the conversation, OpenAI style."""
+class CalledFunction(msgspec.Struct, gc=False):
+    """The function a call names, and its arguments as the model wrote them (JSON text)."""
 
-    role: Literal["system", "user", "assistant"]
-    content: str
+    name: str
+    arguments: str
+
+
+class ToolTurnCall(msgspec.Struct, gc=False):
+    """A tool call as an ``assistant`` turn carries it back (OpenAI's shape)."""
+
+    id: str
+    function: CalledFunction
+    type: Literal["function"] = "function"
+
+
+class ChatMessage(msgspec.Struct, omit_defaults=True, gc=False):
+    """One turn of the conversation, OpenAI style.
+
+    ``content`` is ``None`` only for an ``assistant`` turn that made ``tool_calls``; a ``tool``
+    turn answers one of those by ``tool_call_id``. Left-out fields are left out upstream too.
+    """
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = None
+    tool_calls: list[ToolTurnCall] | None = None
+    tool_call_id: str | None = None
+
+
+class FunctionSpec(msgspec.Struct, omit_defaults=True, gc=False):
+    """A function the model may call: its name, what it does, and a JSON Schema of its arguments."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, object] | None = None
+
+
+class ToolSpec(msgspec.Struct, gc=False):
+    """A tool offered to the model (``{"type":"function","function":{…}}``)."""
+
+    function: FunctionSpec
+    type: Literal["function"] = "function"
+
+
+class NamedFunction(msgspec.Struct, gc=False):
+    name: str
+
+
+class ToolChoice(msgspec.Struct, gc=False):
+    """``tool_choice`` naming one function (``{"type":"function","function":{"name"}}``)."""
+
+    function: NamedFunction
+    type: Literal["function"] = "function"
 
 
 class ChatParams(msgspec.Struct, kw_only=True):
@@ -30,6 +89,9 @@ class ChatParams(msgspec.Struct, kw_only=True):
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
+    tools: list[ToolSpec] | None = None
+    tool_choice: Literal["auto", "none", "required"] | ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
 
 class ListedModel(msgspec.Struct, frozen=True, gc=False):

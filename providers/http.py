@@ -28,7 +28,7 @@ from providers.errors import (
     error_for_status,
     redact,
 )
-from providers.events import ChatEvent, DoneEvent, Meta
+from providers.events import ChatEvent, Meta
 from providers.upstream_errors import clip, decode_json, message_of_body
 
 __all__ = ("HTTPEventStream", "ReadyEventStream", "StreamParser", "UpstreamHTTP", "fit_message")
@@ -70,8 +70,8 @@ class StreamParser(Protocol):
         """The answer is complete (a finish reason came); only trailing data (usage) may follow."""
         ...
 
-    def done(self) -> DoneEvent:
-        """The terminal event of a finished answer, with what trailing data brought."""
+    def done(self) -> list[ChatEvent]:
+        """The last events of a finished answer (its complete tool calls), ending with ``done``."""
         ...
 
     def end_of_stream(self) -> list[ChatEvent]:
@@ -81,12 +81,12 @@ class StreamParser(Protocol):
         """
         ...
 
-    def broken(self) -> ChatEvent:
-        """The terminal event when the connection failed mid-body."""
+    def broken(self) -> list[ChatEvent]:
+        """The last events when the connection failed mid-body (``done`` if the answer had finished)."""
         ...
 
-    def silent(self) -> ChatEvent:
-        """The terminal event when the upstream went silent for longer than allowed."""
+    def silent(self) -> list[ChatEvent]:
+        """The last events when the upstream went silent for longer than allowed."""
         ...
 
 
@@ -355,13 +355,13 @@ async def _relay(response: httpx.Response, parser: StreamParser) -> AsyncIterato
                     tail += parser.feed(chunk)
                     if parser.has_ended():
                         break
-        yield tail if parser.has_ended() else [*tail, parser.done()]
+        yield tail if parser.has_ended() else [*tail, *parser.done()]
         if parser.ended_cleanly():
             await _drain(reads)
     except httpx.ReadTimeout:
-        yield [parser.silent()]
+        yield parser.silent()
     except httpx.TransportError:
-        yield [parser.broken()]
+        yield parser.broken()
 
 
 def _valid_retry_after(value: str | None) -> str | None:

@@ -15,7 +15,7 @@ from typing import Final, Literal
 import httpx
 import msgspec
 
-from providers.base import ChatMessage, ChatParams, EventStream, ListedModel
+from providers.base import ChatMessage, ChatParams, EventStream, ListedModel, ToolSpec
 from providers.config import OllamaConfig
 from providers.errors import UpstreamProtocolError, error_for_status
 from providers.events import Meta
@@ -38,12 +38,51 @@ class _Options(msgspec.Struct, omit_defaults=True):
     top_p: float | None = None
 
 
+class _Function(msgspec.Struct):
+    name: str
+    arguments: object  # an object: Ollama takes a call's arguments parsed, not as JSON text
+
+
+class _ToolCall(msgspec.Struct):
+    function: _Function
+
+
+class _Message(msgspec.Struct, omit_defaults=True):
+    """A turn in Ollama's shape: content always a string, a tool result names its function."""
+
+    role: str
+    content: str
+    tool_calls: list[_ToolCall] | None = None
+    tool_name: str | None = None
+
+
 class _UpstreamRequest(msgspec.Struct, omit_defaults=True):
     model: str
-    messages: list[ChatMessage]
+    messages: list[_Message]
     stream: Literal[True]  # required, not defaulted: omit_defaults would drop a default True
     options: _Options
     think: bool | str | None = None
+    tools: list[ToolSpec] | None = None
+
+
+def _ollama_messages(messages: list[ChatMessage]) -> list[_Message]:
+    """OpenAI-style turns in Ollama's shape (it has no call ids: a tool result carries the call's name)."""
+    names: dict[str, str] = {}
+    shaped: list[_Message] = []
+    for turn in messages:
+        calls = None
+        if turn.tool_calls:
+            calls = []
+            for call in turn.tool_calls:
+                names[call.id] = call.function.name
+                try:
+                    arguments: object = msgspec.json.decode(call.function.arguments or "{}")
+                except msgspec.DecodeError:
+                    arguments = call.function.arguments  # not JSON: pass the text on as it is
+                calls.append(_ToolCall(_Function(call.function.name, arguments)))
+        tool_name = names.get(turn.tool_call_id) if turn.tool_call_id else None
+        shaped.append(_Message(turn.role, turn.content or "", calls, tool_name))
+    return shaped
 
 
 _request_encoder: Final = msgspec.json.Encoder()
@@ -99,7 +138,7 @@ class OllamaProvider:
         model = params.model or self.config.model
         body = _UpstreamRequest(
             model=model,
-            messages=params.messages,
+            messages=_ollama_messages(params.messages),
             stream=True,
             options=_Options(
                 num_predict=params.max_tokens or self.config.max_tokens,
@@ -107,6 +146,7 @@ class OllamaProvider:
                 top_p=params.top_p,
             ),
             think=self.config.think,
+            tools=params.tools,
         )
         response = await self._http.post(self._url, _request_encoder.encode(body), accept="application/x-ndjson")
         try:

@@ -21,9 +21,11 @@ from providers.errors import (
     UpstreamUnavailable,
     error_for_status,
 )
-from providers.events import ChatEvent, DeltaEvent, DoneEvent, ReasoningEvent, Usage, error_event
+from providers.events import ChatEvent, DeltaEvent, ReasoningEvent, Usage, error_event
 from providers.http import fit_message
 from providers.ndjson import NDJSONLines
+from providers.openai_answer import finish_with_calls
+from providers.tool_calls import ToolCallFragment, ToolCallTracker, arguments_text
 from providers.upstream_errors import clip, decode_json, describe_error_payload
 
 __all__ = ("OllamaAnswer",)
@@ -32,9 +34,20 @@ _FAILED_FINISH: Final = frozenset({"error", "abort"})  # as for the OpenAI kind:
 
 
 # Only the fields we read: msgspec skips the rest (model, created_at, durations, …) without building them.
+class _Function(msgspec.Struct, gc=False):
+    name: str | None = None
+    arguments: Any = None  # an object, as Ollama sends it
+
+
+class _ToolCall(msgspec.Struct, gc=False):
+    function: _Function | None = None
+    id: str | None = None
+
+
 class _Message(msgspec.Struct, gc=False):
     content: str | None = None
     thinking: str | None = None
+    tool_calls: list[_ToolCall] | None = None
 
 
 class _Line(msgspec.Struct, gc=False):
@@ -49,6 +62,13 @@ class _Line(msgspec.Struct, gc=False):
 _line_decoder: Final = msgspec.json.Decoder(_Line)
 
 
+def _fragment(call: _ToolCall) -> ToolCallFragment:
+    function = call.function or _Function()
+    # Ollama sends each call whole, several at the same index: its index says nothing, each is a
+    # call of its own (told apart by id where it gives one).
+    return ToolCallFragment(id=call.id, name=function.name, arguments=arguments_text(function.arguments))
+
+
 class OllamaAnswer:
     """Feed it the upstream's bytes as they arrive; it returns the events each read completes.
 
@@ -56,7 +76,7 @@ class OllamaAnswer:
         finish: the ``done_reason`` of the ``done`` line, once it came.
     """
 
-    __slots__ = ("_clean", "_ended", "_lines", "_said", "_secrets", "_where", "finish", "usage")
+    __slots__ = ("_clean", "_ended", "_lines", "_said", "_secrets", "_tools", "_where", "finish", "usage")
 
     def __init__(self, where: str, secrets: tuple[str, ...]) -> None:
         self._lines = NDJSONLines()
@@ -66,7 +86,8 @@ class OllamaAnswer:
         self.usage: Usage | msgspec.UnsetType = msgspec.UNSET
         self._ended = False
         self._clean = False  # the done line came
-        self._said = False  # any text (answer or reasoning) has come
+        self._said = False  # any text (answer, reasoning, a tool call) has come
+        self._tools = ToolCallTracker()
 
     def has_ended(self) -> bool:
         """A terminal event has been returned; nothing more will be."""
@@ -95,8 +116,9 @@ class OllamaAnswer:
             return batch
         return batch + self.end_of_stream()
 
-    def done(self) -> DoneEvent:
-        return DoneEvent(done=True, finish_reason=self.finish, usage=self.usage)
+    def done(self) -> list[ChatEvent]:
+        """The last events of a finished answer: its complete tool calls, then ``done``."""
+        return finish_with_calls(self._tools, self.finish, self.usage)
 
     def end_of_stream(self) -> list[ChatEvent]:
         """The last events when the body ended without a ``done`` line (a last line without a newline still counts)."""
@@ -121,13 +143,13 @@ class OllamaAnswer:
         self._ended = True
         return batch
 
-    def broken(self) -> ChatEvent:
+    def broken(self) -> list[ChatEvent]:
         """The terminal event when the connection failed mid-body."""
-        return error_event(StreamInterrupted(f"the connection to {self._where} broke mid-answer; try again"))
+        return [error_event(StreamInterrupted(f"the connection to {self._where} broke mid-answer; try again"))]
 
-    def silent(self) -> ChatEvent:
+    def silent(self) -> list[ChatEvent]:
         """The terminal event when the upstream went silent for longer than allowed."""
-        return error_event(UpstreamTimeout(f"{self._where} went silent for longer than the configured timeout"))
+        return [error_event(UpstreamTimeout(f"{self._where} went silent for longer than the configured timeout"))]
 
     def _take(self, line: bytes, batch: list[ChatEvent]) -> bool:
         """Add ``line``'s events to ``batch``; ``True`` when it ended the answer."""
@@ -147,6 +169,9 @@ class OllamaAnswer:
             if message.content:
                 batch.append(DeltaEvent(message.content))
                 self._said = True
+            if message.tool_calls:  # whole calls, several of them at index 0 (told apart by id, if any)
+                batch += self._tools.feed([_fragment(call) for call in message.tool_calls])
+                self._said = True
         if not parsed.done:
             return False
         reason = parsed.done_reason
@@ -157,11 +182,11 @@ class OllamaAnswer:
         if parsed.prompt_eval_count is not None or parsed.eval_count is not None:
             self.usage = Usage(prompt_tokens=parsed.prompt_eval_count, completion_tokens=parsed.eval_count)
         self._clean = True
-        return self._end(batch, self.done())
+        return self._end(batch, *self.done())
 
-    def _end(self, batch: list[ChatEvent], terminal: ChatEvent) -> bool:
+    def _end(self, batch: list[ChatEvent], *last: ChatEvent) -> bool:
         self._ended = True
-        batch.append(terminal)
+        batch += last
         return True
 
     def _undecodable(self, raw: bytes, exc: Exception) -> ChatEvent:

@@ -14,12 +14,13 @@ from typing import Any, Final, Literal
 import httpx
 import msgspec
 
-from providers.base import ChatMessage, ChatParams, EventStream, ListedModel
+from providers.base import ChatMessage, ChatParams, EventStream, ListedModel, ToolChoice, ToolSpec
 from providers.config import OpenAIConfig
 from providers.errors import UpstreamProtocolError, error_for_status
-from providers.events import ChatEvent, DeltaEvent, DoneEvent, Meta, ReasoningEvent, Usage
+from providers.events import ChatEvent, DeltaEvent, Meta, ReasoningEvent, Usage
 from providers.http import HTTPEventStream, ReadyEventStream, UpstreamHTTP
-from providers.openai_answer import OpenAIAnswer, PromptSize
+from providers.openai_answer import OpenAIAnswer, PromptSize, finish_with_calls
+from providers.tool_calls import ToolCallFragment, ToolCallTracker, arguments_text
 from providers.upstream_errors import decode_json, describe_error_payload
 
 __all__ = ("OpenAICompatibleProvider",)
@@ -37,6 +38,9 @@ class _UpstreamRequest(msgspec.Struct, omit_defaults=True):
     stream_options: _StreamOptions | None = None
     temperature: float | None = None
     top_p: float | None = None
+    tools: list[ToolSpec] | None = None
+    tool_choice: str | ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
 
 _request_encoder: Final = msgspec.json.Encoder()
@@ -88,12 +92,15 @@ class OpenAICompatibleProvider:
         model = params.model or self.config.model
         body = _UpstreamRequest(
             model=model,
-            messages=params.messages,
+            messages=_with_content(params.messages),
             max_tokens=params.max_tokens or self.config.max_tokens,
             stream=True,
             stream_options=_ASK_FOR_USAGE if self.config.stream_usage else None,
             temperature=params.temperature,
             top_p=params.top_p,
+            tools=params.tools,
+            tool_choice=params.tool_choice,
+            parallel_tool_calls=params.parallel_tool_calls,
         )
         response = await self._http.post(self._url, _request_encoder.encode(body), accept="text/event-stream")
         try:
@@ -116,7 +123,7 @@ class OpenAICompatibleProvider:
                     " — does base_url point at an OpenAI-compatible API (usually ending in /v1)?"
                 )
             )
-        prompt = PromptSize(sum(len(m.content) for m in params.messages), self._context_windows.get(model))
+        prompt = PromptSize(sum(len(m.content or "") for m in params.messages), self._context_windows.get(model))
         return HTTPEventStream(
             Meta(model=model, provider=self.name), response, OpenAIAnswer(http.where, http.secrets, prompt)
         )
@@ -139,6 +146,17 @@ class OpenAICompatibleProvider:
         return ReadyEventStream(meta, events)
 
 
+def _with_content(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """Turns as servers take them: an assistant turn that only made tool calls gets ``content: ""``.
+
+    OpenAI accepts a missing or null content there; llama-cpp-python's server does not (its chat
+    templates read the content of every turn), and an empty string suits them all.
+    """
+    if all(turn.content is not None for turn in messages):
+        return messages
+    return [turn if turn.content is not None else msgspec.structs.replace(turn, content="") for turn in messages]
+
+
 def _events_of_completion(payload: object) -> list[ChatEvent] | None:
     """Events for a server that ignored ``stream: true`` and sent the whole completion."""
     try:
@@ -157,12 +175,26 @@ def _events_of_completion(payload: object) -> list[ChatEvent] | None:
         events.append(ReasoningEvent(reasoning))
     if content:
         events.append(DeltaEvent(content))
+    tools = ToolCallTracker()
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            return None
+        name, call_id = function.get("name"), call.get("id")
+        events += tools.feed(
+            [
+                ToolCallFragment(
+                    id=call_id if isinstance(call_id, str) else None,
+                    name=name if isinstance(name, str) else None,
+                    arguments=arguments_text(function.get("arguments")),
+                )
+            ]
+        )
     try:
         usage = msgspec.convert(usage_raw, Usage) if usage_raw is not None else msgspec.UNSET
     except msgspec.ValidationError:
         usage = msgspec.UNSET
-    events.append(DoneEvent(done=True, finish_reason=finish, usage=usage))
-    return events
+    return events + finish_with_calls(tools, finish, usage)
 
 
 #: Where servers report a model's context window in ``/v1/models``, the window a request meets first:

@@ -23,18 +23,31 @@ from providers.errors import (
 from providers.events import ChatEvent, DeltaEvent, DoneEvent, ReasoningEvent, Usage, error_event
 from providers.http import fit_message
 from providers.sse import SSEDecoder
+from providers.tool_calls import ToolCallFragment, ToolCallTracker, arguments_text
 from providers.upstream_errors import clip, decode_json, describe_error_payload
 
-__all__ = ("OpenAIAnswer", "PromptSize")
+__all__ = ("OpenAIAnswer", "PromptSize", "finish_with_calls")
 
 _FAILED_FINISH: Final = frozenset({"error", "abort"})  # vLLM: the generation broke, not finished
 
 
 # Only the fields we read: msgspec skips the rest (ids, logprobs, timings, …) without building them.
+class _FunctionDelta(msgspec.Struct, gc=False):
+    name: str | None = None
+    arguments: Any = None  # JSON text as a rule; an object on a few servers
+
+
+class _ToolCallDelta(msgspec.Struct, gc=False):
+    index: int | None = None
+    id: str | None = None
+    function: _FunctionDelta | None = None
+
+
 class _Delta(msgspec.Struct, gc=False):
     content: str | None = None
     reasoning_content: str | None = None
     reasoning: Any = None  # a string on most servers; an object on a few, which we ignore
+    tool_calls: list[_ToolCallDelta] | None = None
 
 
 class _Choice(msgspec.Struct, gc=False):
@@ -49,6 +62,31 @@ class _Chunk(msgspec.Struct, gc=False):
 
 
 _chunk_decoder: Final = msgspec.json.Decoder(_Chunk)
+
+
+def _fragment(call: _ToolCallDelta) -> ToolCallFragment:
+    function = call.function
+    if function is None:
+        return ToolCallFragment(index=call.index, id=call.id)
+    return ToolCallFragment(
+        index=call.index, id=call.id, name=function.name, arguments=arguments_text(function.arguments)
+    )
+
+
+#: Upstream finish reasons that, with calls made, mean "the answer is its tool calls".
+_CALLS_FINISH: Final = frozenset({None, "stop", "tool_calls", "function_call"})
+
+
+def finish_with_calls(tools: ToolCallTracker, finish: str | None, usage: Usage | msgspec.UnsetType) -> list[ChatEvent]:
+    """The last events of a finished answer: one ``tool_call`` per call in index order, then ``done``.
+
+    With calls made, ``finish_reason`` is ``tool_calls`` — also where the upstream said ``stop``
+    (Ollama does) — unless it said why the answer stopped short (``length``, a filter).
+    """
+    if not tools:
+        return [DoneEvent(done=True, finish_reason=finish, usage=usage)]
+    reason = "tool_calls" if finish in _CALLS_FINISH else finish
+    return [*tools.finish(), DoneEvent(done=True, finish_reason=reason, usage=usage)]
 
 
 class PromptSize(msgspec.Struct, frozen=True, gc=False):
@@ -70,7 +108,18 @@ class OpenAIAnswer:
             ``[DONE]`` may still follow).
     """
 
-    __slots__ = ("_decoder", "_ended", "_prompt", "_said", "_saw_done", "_secrets", "_where", "finish", "usage")
+    __slots__ = (
+        "_decoder",
+        "_ended",
+        "_prompt",
+        "_said",
+        "_saw_done",
+        "_secrets",
+        "_tools",
+        "_where",
+        "finish",
+        "usage",
+    )
 
     def __init__(self, where: str, secrets: tuple[str, ...], prompt: PromptSize | None = None) -> None:
         self._decoder = SSEDecoder()
@@ -81,7 +130,8 @@ class OpenAIAnswer:
         self.usage: Usage | msgspec.UnsetType = msgspec.UNSET
         self._ended = False
         self._saw_done = False
-        self._said = False  # any text (answer or reasoning) has come
+        self._said = False  # any text (answer, reasoning, a tool call) has come
+        self._tools = ToolCallTracker()
 
     # Methods rather than attributes: ``feed`` changes them, and a type checker narrows an
     # attribute (or property) it has tested as if no call in between could.
@@ -105,7 +155,7 @@ class OpenAIAnswer:
                 return self._end(batch, self._failure(sse.data))
             if sse.data == b"[DONE]":
                 self._saw_done = True
-                return self._end(batch, self.done())
+                return self._end(batch, *self.done())
             if sse.event == "ping" or not sse.data:
                 continue
             try:
@@ -128,6 +178,9 @@ class OpenAIAnswer:
                 if delta.content:
                     batch.append(DeltaEvent(delta.content))
                     self._said = True
+                if delta.tool_calls:
+                    batch += self._tools.feed([_fragment(call) for call in delta.tool_calls])
+                    self._said = True
             if choice.finish_reason is not None:
                 if choice.finish_reason in _FAILED_FINISH:
                     failed = UpstreamUnavailable(
@@ -137,16 +190,17 @@ class OpenAIAnswer:
                 self.finish = choice.finish_reason
         return batch
 
-    def done(self) -> DoneEvent:
-        return DoneEvent(done=True, finish_reason=self.finish, usage=self.usage)
+    def done(self) -> list[ChatEvent]:
+        """The last events of a finished answer: its complete tool calls, then ``done``."""
+        return finish_with_calls(self._tools, self.finish, self.usage)
 
     def end_of_stream(self) -> list[ChatEvent]:
         """The terminal event when the body ended without ``[DONE]`` (an unfinished event is dropped, as SSE says)."""
+        if self.finish is not None:
+            return self.done()
         return [self._ended_early()]
 
     def _ended_early(self) -> ChatEvent:
-        if self.finish is not None:
-            return self.done()
         prompt = self._prompt
         if not self._said and prompt is not None and prompt.probably_too_long():
             # llama.cpp's servers answer a prompt over the context window with an empty answer:
@@ -171,21 +225,21 @@ class OpenAIAnswer:
             )
         )
 
-    def broken(self) -> ChatEvent:
+    def broken(self) -> list[ChatEvent]:
         """The terminal event when the connection failed mid-body."""
         if self.finish is not None:
             return self.done()
-        return error_event(StreamInterrupted(f"the connection to {self._where} broke mid-answer; try again"))
+        return [error_event(StreamInterrupted(f"the connection to {self._where} broke mid-answer; try again"))]
 
-    def silent(self) -> ChatEvent:
+    def silent(self) -> list[ChatEvent]:
         """The terminal event when the upstream went silent for longer than allowed."""
         if self.finish is not None:
             return self.done()
-        return error_event(UpstreamTimeout(f"{self._where} went silent for longer than the configured timeout"))
+        return [error_event(UpstreamTimeout(f"{self._where} went silent for longer than the configured timeout"))]
 
-    def _end(self, batch: list[ChatEvent], terminal: ChatEvent) -> list[ChatEvent]:
+    def _end(self, batch: list[ChatEvent], *last: ChatEvent) -> list[ChatEvent]:
         self._ended = True
-        batch.append(terminal)
+        batch += last
         return batch
 
     def _undecodable(self, raw: bytes, exc: Exception) -> ChatEvent:

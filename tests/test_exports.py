@@ -33,5 +33,5 @@ def test_providers_package_exports_every_public_name_of_its_modules() -> None:
         if info.name not in ("upstream_errors",)
         for item in importlib.import_module(f"providers.{info.name}").__all__
     }
-    internal = {"error_for_status", "redact", "error_event", "display_url", "fit_message"}
+    internal = {"error_for_status", "redact", "error_event", "display_url", "fit_message", "finish_with_calls"}
     assert public - internal <= set(providers.__all__)

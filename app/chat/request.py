@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+from app.chat.tools import MAX_TOOLS, check_tool_turns, check_tools
 from app.config import Limits
 from app.errors import InvalidRequest
-from providers.base import ChatMessage, ChatParams
+from providers.base import ChatMessage, ChatParams, ToolChoice, ToolSpec
 
 __all__ = ("ChatRequest", "params_of", "parse_chat_request", "prompt_chars")
 
@@ -27,6 +28,21 @@ class ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     max_tokens: (
         Annotated[int, msgspec.Meta(ge=1, description="At least 1; default: the provider's max_tokens.")] | None
     ) = None
+    tools: (
+        Annotated[
+            list[ToolSpec],
+            msgspec.Meta(max_length=MAX_TOOLS, description="Functions the model may call (at most 128, names unique)."),
+        ]
+        | None
+    ) = None
+    tool_choice: (
+        Annotated[
+            Literal["auto", "none", "required"] | ToolChoice,
+            msgspec.Meta(description='"auto", "none", "required", or {"type":"function","function":{"name"}}.'),
+        ]
+        | None
+    ) = None
+    parallel_tool_calls: bool | None = None
 
 
 def parse_chat_request(data: Any, limits: Limits) -> ChatRequest:
@@ -46,6 +62,8 @@ def parse_chat_request(data: Any, limits: Limits) -> ChatRequest:
         raise InvalidRequest(f"message is longer than the limit of {limits.max_message_chars} characters")
     if request.message is None and not request.messages:
         raise InvalidRequest('nothing to answer: send "message" (or a non-empty "messages" list)')
+    check_tools(request.tools, request.tool_choice)
+    check_tool_turns(request.messages or ())
     prompt = prompt_chars(request)
     if prompt > limits.max_prompt_chars:
         raise InvalidRequest(
@@ -58,7 +76,7 @@ def parse_chat_request(data: Any, limits: Limits) -> ChatRequest:
 def prompt_chars(request: ChatRequest) -> int:
     """Characters of the whole prompt: ``system``, every ``content`` of ``messages``, and ``message``."""
     total = len(request.system or "") + len(request.message or "")
-    return total + sum(len(turn.content) for turn in request.messages or ())
+    return total + sum(len(turn.content or "") for turn in request.messages or ())
 
 
 def params_of(request: ChatRequest) -> ChatParams:
@@ -78,4 +96,7 @@ def params_of(request: ChatRequest) -> ChatParams:
         max_tokens=request.max_tokens,
         temperature=request.temperature,
         top_p=request.top_p,
+        tools=request.tools,
+        tool_choice=request.tool_choice,
+        parallel_tool_calls=request.parallel_tool_calls,
     )

@@ -119,7 +119,9 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, seconds: float, what: s
 
 
 @contextlib.contextmanager
-def _llama(tmp_path_factory: pytest.TempPathFactory, alias: str | None) -> Iterator[LlamaServer]:
+def _llama(
+    tmp_path_factory: pytest.TempPathFactory, alias: str | None, chat_format: str = "gemma"
+) -> Iterator[LlamaServer]:
     """llama-cpp-python's OpenAI-compatible server with gemma-3-270m (Q4_K_M), on a free port.
 
     With ``alias`` it reports that id in ``/v1/models``; without one, the GGUF file's absolute path.
@@ -134,7 +136,7 @@ def _llama(tmp_path_factory: pytest.TempPathFactory, alias: str | None) -> Itera
         sys.executable, "-m", "llama_cpp.server",
         "--model", str(model_path),
         *(("--model_alias", alias) if alias else ()),
-        "--chat_format", "gemma",
+        "--chat_format", chat_format,
         "--n_ctx", str(N_CTX),
         "--host", "127.0.0.1",
         "--port", str(port),
@@ -170,6 +172,14 @@ def unaliased_llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield server
 
 
+@pytest.fixture(scope="session")
+def tools_llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """The llama.cpp server with llama-cpp-python's ``chatml-function-calling`` chat format: it streams
+    tool calls, grammar-constrained when ``tool_choice`` names a function (so a tiny model makes one)."""
+    with _llama(tmp_path_factory, MODEL_ID, chat_format="chatml-function-calling") as server:
+        yield server
+
+
 @contextlib.contextmanager
 def _service(tmp_path_factory: pytest.TempPathFactory, providers: dict[str, str]) -> Iterator[Service]:
     """The service under uvicorn, configured through the environment only (``AGENT_*`` from ``providers``)."""
@@ -200,6 +210,17 @@ def service(llama_server: LlamaServer, tmp_path_factory: pytest.TempPathFactory)
         "AGENT_PROVIDERS__LOCAL__KIND": "openai",
         "AGENT_PROVIDERS__LOCAL__BASE_URL": llama_server.base_url,
         "AGENT_PROVIDERS__LOCAL__MODEL": llama_server.model,
+    }
+    with _service(tmp_path_factory, providers) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def tools_service(tools_llama_server: LlamaServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The service with ``tools_llama_server`` as its one provider."""
+    providers = {
+        "AGENT_PROVIDERS__LOCAL__BASE_URL": tools_llama_server.base_url,
+        "AGENT_PROVIDERS__LOCAL__MODEL": tools_llama_server.model,
     }
     with _service(tmp_path_factory, providers) as running:
         yield running

@@ -392,3 +392,49 @@ def test_a_chat_for_the_path_id_is_answered_by_the_server_that_lists_it(
     assert events[0] == {"meta": {"model": path, "role": "assistant", "provider": "local"}}
     assert events[-1].get("done") is True, events
     assert any("delta" in event for event in events), events
+
+
+# --- tool calls (CONTRACT §12) through the real server ---------------------------------------------
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def test_a_tool_round_trip_through_the_real_server(tools_service: Service) -> None:
+    """Ask with one tool (the choice forced: a 270M model does not call one by itself), receive the
+    call, send the tool's result back as a ``tool`` turn, and get an answer streamed."""
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    _, events = _chat(
+        tools_service,
+        {
+            "messages": question,
+            "tools": [WEATHER_TOOL],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "max_tokens": 48,
+        },
+    )
+    calls = [event["tool_call"] for event in events if "tool_call" in event]
+    assert len(calls) == 1, events
+    (call,) = calls
+    assert call["name"] == "get_weather"
+    assert isinstance(json.loads(call["arguments"]), dict), call
+    deltas = [event["tool_call_delta"] for event in events if "tool_call_delta" in event]
+    assert deltas[0]["id"] == call["id"] and deltas[0]["name"] == "get_weather"
+    assert "".join(delta["arguments"] for delta in deltas) == call["arguments"]
+    assert events[-1]["done"] is True and events[-1]["finish_reason"] == "tool_calls", events[-1]
+
+    made = {"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}
+    answer_turns = [
+        *question,
+        {"role": "assistant", "content": None, "tool_calls": [made]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "18 degrees and sunny"},
+    ]
+    _, answer = _chat(tools_service, {"messages": answer_turns, "tools": [WEATHER_TOOL], "max_tokens": 32})
+    assert answer[-1].get("done") is True, answer[-1]
+    assert not [event for event in answer if "tool_call" in event]

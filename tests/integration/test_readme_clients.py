@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_upstream import FakeUpstream, Reply, sse_chunks
+from tests.fake_upstream import FakeUpstream, Recorded, Reply, sse_chunks, sse_event
 from tests.integration.conftest import LiveService
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -32,7 +32,7 @@ async def test_python_client_prints_the_streamed_answer(
     upstream: FakeUpstream, service: LiveService, tmp_path: Path
 ) -> None:
     upstream.default = Reply.sse(["Hi", " there", " — ", "🙂"])
-    code = snippet("python", "httpx.stream").replace(README_URL, service.url)
+    code = snippet("python", 'with httpx.stream("POST", "http://127.0.0.1:8000/chat"').replace(README_URL, service.url)
     out = io.StringIO()
 
     def run() -> None:
@@ -112,3 +112,42 @@ async def test_websocket_client_streams_and_stops(upstream: FakeUpstream, servic
 
 def ws(service: LiveService) -> str:
     return service.url.replace("http://", "ws://")
+
+
+async def test_python_tool_round_trip_runs_the_tool_and_prints_the_answer(
+    upstream: FakeUpstream, service: LiveService
+) -> None:
+    def reply(request: Recorded) -> Reply:
+        turns = request.body["messages"]
+        if turns[-1]["role"] == "tool":  # the result came back: answer with it
+            return Reply.sse(["In Paris: ", turns[-1]["content"], "."])
+        call = {"index": 0, "id": "call_7", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+        writes = [sse_event({"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]})]
+        for piece in ('{"ci', 'ty": "Pa', 'ris"}'):
+            fragment = {"index": 0, "function": {"arguments": piece}}
+            writes.append(
+                sse_event({"choices": [{"index": 0, "delta": {"tool_calls": [fragment]}, "finish_reason": None}]})
+            )
+        writes += [
+            sse_event({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+            b"data: [DONE]\n\n",
+        ]
+        return Reply(writes=writes)
+
+    upstream.default = reply
+    code = snippet("python", "def get_weather").replace(README_URL, service.url)
+    out = io.StringIO()
+
+    def run() -> None:
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+
+    await asyncio.to_thread(run)
+    assert out.getvalue() == "In Paris: 18 °C and sunny in Paris.\n"
+    second = upstream.requests[-1].body
+    assert second["messages"][1]["tool_calls"][0]["function"] == {
+        "name": "get_weather",
+        "arguments": '{"city": "Paris"}',
+    }
+    assert second["messages"][2] == {"role": "tool", "content": "18 °C and sunny in Paris", "tool_call_id": "call_7"}
+    assert second["tools"][0]["function"]["name"] == "get_weather"
