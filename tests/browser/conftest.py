@@ -1,0 +1,6 @@
+"""Real-browser tests: the app under uvicorn, pages loaded in Debian's Chromium."""
+
+from __future__ import annotations
+
+from tests.browser_support import browser  # noqa: F401 (a fixture)
+from tests.integration.conftest import client, service, start_service, upstream  # noqa: F401 (fixtures)
