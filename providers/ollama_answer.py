@@ -26,7 +26,7 @@ from providers.http import fit_message
 from providers.ndjson import NDJSONLines
 from providers.openai_answer import finish_with_calls
 from providers.tool_calls import ToolCallFragment, ToolCallTracker, arguments_text
-from providers.upstream_errors import clip, decode_json, describe_error_payload
+from providers.upstream_errors import clip, describe_error_payload, error_object_of
 
 __all__ = ("OllamaAnswer",)
 
@@ -190,13 +190,9 @@ class OllamaAnswer:
         return True
 
     def _undecodable(self, raw: bytes, exc: Exception) -> ChatEvent:
-        # An error object with a stray non-UTF-8 byte is still the upstream's error report.
-        try:
-            payload = decode_json(raw.decode("utf-8", "replace").encode())
-        except ValueError:
-            payload = None
-        if isinstance(payload, dict) and payload.get("error") is not None:
-            return self._failure(payload["error"])
+        error = error_object_of(raw)
+        if error is not None:
+            return self._failure(error)
         return error_event(
             UpstreamProtocolError(clip(f"{self._where} sent a line that is not a valid UTF-8 JSON object: {exc}"))
         )

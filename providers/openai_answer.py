@@ -24,7 +24,7 @@ from providers.events import ChatEvent, DeltaEvent, DoneEvent, ReasoningEvent, U
 from providers.http import fit_message
 from providers.sse import SSEDecoder
 from providers.tool_calls import ToolCallFragment, ToolCallTracker, arguments_text
-from providers.upstream_errors import clip, decode_json, describe_error_payload
+from providers.upstream_errors import clip, decode_json, describe_error_payload, error_object_of
 
 __all__ = ("OpenAIAnswer", "PromptSize", "finish_with_calls")
 
@@ -243,13 +243,9 @@ class OpenAIAnswer:
         return batch
 
     def _undecodable(self, raw: bytes, exc: Exception) -> ChatEvent:
-        # An error object with a stray non-UTF-8 byte is still the upstream's error report.
-        try:
-            payload = decode_json(raw.decode("utf-8", "replace").encode())
-        except ValueError:
-            payload = None
-        if isinstance(payload, dict) and payload.get("error") is not None:
-            return self._failure(raw, payload)
+        error = error_object_of(raw)
+        if error is not None:
+            return self._failure(raw, {"error": error})
         return error_event(
             UpstreamProtocolError(clip(f"{self._where} sent a data line that is not a valid UTF-8 JSON chunk: {exc}"))
         )

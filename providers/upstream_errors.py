@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ("clip", "decode_json", "describe_error_payload", "message_of_body")
+__all__ = ("clip", "decode_json", "describe_error_payload", "error_object_of", "message_of_body")
 
 _MAX_MESSAGE = 2000
 
@@ -58,6 +58,18 @@ def decode_json(body: bytes) -> object:
         return msgspec.json.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ValueError(str(exc)) from None
+
+
+def error_object_of(raw: bytes) -> object | None:
+    """The ``error`` of a line that failed to decode, if it is an error object all the same.
+
+    An error object with a stray non-UTF-8 byte is still the upstream's error report.
+    """
+    try:
+        payload = decode_json(raw.decode("utf-8", "replace").encode())
+    except ValueError:
+        return None
+    return payload.get("error") if isinstance(payload, dict) else None
 
 
 def describe_error_payload(payload: object, *, default_status: int) -> tuple[int, str]:

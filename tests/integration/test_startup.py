@@ -8,9 +8,7 @@ project's ``settings.toml``. Every wait is bounded and every process is stopped 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.service_process import clean_env, free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 BOUND_SECONDS = 20.0
@@ -30,29 +30,6 @@ COMMANDS = {
     "python -m app": [sys.executable, "-m", "app"],
     "agent-backend": [str(BIN / "agent-backend")],
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _is_config_var(name: str) -> bool:
-    upper = name.upper()
-    return (
-        upper.startswith(("AGENT_", "DYNACONF_", "LITESTAR_"))
-        or upper.endswith("_FOR_DYNACONF")
-        or upper in {"APP_ENV", "LOAD_DOTENV"}
-    )
-
-
-def _env(**settings: str) -> dict[str, str]:
-    """This process's environment without any configuration variables, plus ``settings``."""
-    env = {name: value for name, value in os.environ.items() if not _is_config_var(name)}
-    env.update(settings)
-    return env
 
 
 def _cwd(command: str, tmp_path: Path) -> Path:
@@ -92,14 +69,14 @@ def _first_health(command: str, proc: subprocess.Popen[bytes], client: httpx.Cli
 @contextlib.contextmanager
 def _serving(command: str, tmp_path: Path) -> Iterator[tuple[httpx.Client, httpx.Response]]:
     """Start ``command`` on a free port; yield a client for it and its first ``/health`` answer."""
-    port = _free_port()
+    port = free_port()
     logs = tmp_path / "logs"
     logs.mkdir()
     with (logs / "stdout").open("wb") as out, (logs / "stderr").open("wb") as err:
         proc = subprocess.Popen(
             COMMANDS[command],
             cwd=_cwd(command, tmp_path),
-            env=_env(AGENT_HOST="127.0.0.1", AGENT_PORT=str(port)),
+            env=clean_env(AGENT_HOST="127.0.0.1", AGENT_PORT=str(port)),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
@@ -125,7 +102,7 @@ def test_bad_config_exits_with_one_line_and_no_traceback(command: str, tmp_path:
     done = subprocess.run(
         COMMANDS[command],
         cwd=_cwd(command, tmp_path),
-        env=_env(AGENT_HOST="127.0.0.1", AGENT_PORT="abc"),
+        env=clean_env(AGENT_HOST="127.0.0.1", AGENT_PORT="abc"),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         timeout=BOUND_SECONDS,
