@@ -19,6 +19,7 @@ from app.cors import PreflightRefusals
 from app.dependencies import DEPENDENCIES
 from app.errors import EXCEPTION_HANDLERS
 from app.health import health, health_head
+from app.history import ConversationController, database_plugin
 from app.lifespan import upstream_client
 from app.limits import RateLimits
 from app.models import ModelCatalog
@@ -69,6 +70,7 @@ def create_app(
         expose_headers=["Retry-After", "X-Request-ID"],
         max_age=600,
     )
+    database = database_plugin(settings)  # None when persistence is off
     app = Litestar(
         # On a router, not the app: app-level dependencies that read the body would make the
         # OpenAPI document claim that every route (even GET /health) takes a ChatRequest.
@@ -79,6 +81,7 @@ def create_app(
                 dependencies={**DEPENDENCIES, **(dependencies or {})},
             ),
             ModelsController,
+            ConversationController,
             health,
             health_head,
             ready,
@@ -94,6 +97,7 @@ def create_app(
                 "socket_sessions": set(),
                 "readiness": Readiness(),
                 "rate_limits": limits,
+                "database": database,
             }
         ),
         lifespan=[upstream_client],
@@ -109,7 +113,7 @@ def create_app(
             metrics_config().middleware,
             *([auth_middleware(settings, limits)] if settings.auth.enabled else []),
         ],
-        plugins=[HostPortFromSettings(settings)],
+        plugins=[HostPortFromSettings(settings), *([database] if database else [])],
         signature_namespace={
             "ChatPlan": ChatPlan,
             "ChatPipeline": ChatPipeline,

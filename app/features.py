@@ -14,6 +14,7 @@ from litestar import Litestar
 
 from app.chat import ChatFeature
 from app.config import Settings
+from app.history import open_history
 from app.limits import RateLimitFeature, RateLimits
 from app.ops.telemetry import TelemetryFeature
 
@@ -31,5 +32,6 @@ async def chat_features(app: Litestar, settings: Settings) -> AsyncIterator[list
             stack.push_async_callback(limits.aclose)
             features.append(RateLimitFeature(limits))
         features.extend(app.state.get("extra_features", ()))
+        features.append(await stack.enter_async_context(open_history(app, settings)))
         app.state.feature_resources = stack
         yield features

@@ -94,6 +94,8 @@ async def upstream_client(app: Litestar) -> AsyncIterator[None]:
             limits: RateLimits | None = app.state.get("rate_limits")
             if limits is not None:
                 readiness.add("redis", limits.check)
+            if app.state.get("database") is not None:
+                readiness.add("database", app.state.history_feature.check)
             shutdown.install()
             readiness.providers = catalog.status
             # What is alive now (modules, the app, its routes) lives as long as the process; keep it

@@ -298,6 +298,8 @@ def start_relay(name: str, args: argparse.Namespace, upstream: Server, logdir: P
     if name == "service":
         env["AGENT_PROVIDERS__LOCAL__BASE_URL"] = base_url
         env.setdefault("APP_ENV", "development")
+        # The relay as such; what persistence adds is measured by benchmarks/history.py.
+        env.setdefault("AGENT_DATABASE__ENABLED", "false")
         cmd = [args.python, "-m", "uvicorn", "app:create_app", "--factory", *flags]
     elif name == "floor":
         cmd = [

@@ -86,14 +86,18 @@ class ServiceProcess:
 
 
 async def start_service_process(
-    log: Path, env: dict[str, str], *, argv: list[str] | None = None, port: int | None = None
+    log: Path, env: dict[str, str], *, argv: list[str] | None = None, port: int | None = None, cwd: Path | None = None
 ) -> ServiceProcess:
-    """Start ``uvicorn app:create_app --factory`` (or ``argv``) from the repository root and wait for ``/health``."""
+    """Start ``uvicorn app:create_app --factory`` (or ``argv``) in ``cwd`` and wait for ``/health``.
+
+    The working directory defaults to the log's (the test's own): the service's default SQLite
+    file lands there, and the checkout's own ``.env`` or ``.secrets.toml`` are not read.
+    """
     port = port or free_port()
     command = argv or [sys.executable, "-m", "uvicorn", "app:create_app", "--factory", "--port", str(port)]
     with log.open("wb") as out:  # Popen returns at once; the wait for the service below is async
         proc = subprocess.Popen(  # noqa: ASYNC220
-            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=env
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd or log.parent, env=env
         )
     service = ServiceProcess(proc, port, log)
     deadline = time.monotonic() + START_SECONDS

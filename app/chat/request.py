@@ -11,7 +11,7 @@ from app.config import Limits
 from app.errors import InvalidRequest
 from providers.base import ChatMessage, ChatParams, ToolChoice, ToolSpec
 
-__all__ = ("ChatRequest", "params_of", "parse_chat_request", "prompt_chars")
+__all__ = ("ChatRequest", "params_of", "parse_chat_request", "prompt_chars", "stores")
 
 
 class ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
@@ -43,6 +43,20 @@ class ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
         | None
     ) = None
     parallel_tool_calls: bool | None = None
+    conversation_id: (
+        Annotated[str, msgspec.Meta(description="Continue this stored conversation (its UUID); its turns go first.")]
+        | None
+    ) = None
+    store: (
+        Annotated[
+            bool,
+            msgspec.Meta(
+                description="Store this exchange (default: true without messages, false with them);"
+                " never sent upstream."
+            ),
+        ]
+        | None
+    ) = None
 
 
 def parse_chat_request(data: Any, limits: Limits) -> ChatRequest:
@@ -60,6 +74,11 @@ def parse_chat_request(data: Any, limits: Limits) -> ChatRequest:
         raise InvalidRequest(f"invalid request body: {exc}") from None
     if request.message is not None and len(request.message) > limits.max_message_chars:
         raise InvalidRequest(f"message is longer than the limit of {limits.max_message_chars} characters")
+    if request.conversation_id is not None and request.messages is not None:
+        raise InvalidRequest(
+            '"messages" cannot be sent with "conversation_id": the stored conversation is the history;'
+            ' send the new turn as "message"'
+        )
     if request.message is None and not request.messages:
         raise InvalidRequest('nothing to answer: send "message" (or a non-empty "messages" list)')
     check_tools(request.tools, request.tool_choice)
@@ -71,6 +90,11 @@ def parse_chat_request(data: Any, limits: Limits) -> ChatRequest:
             f" over the limit of {limits.max_prompt_chars} (limits.max_prompt_chars)"
         )
     return request
+
+
+def stores(request: ChatRequest) -> bool:
+    """Whether the exchange is stored: ``store`` as given, else true exactly when ``messages`` is absent."""
+    return request.store if request.store is not None else request.messages is None
 
 
 def prompt_chars(request: ChatRequest) -> int:

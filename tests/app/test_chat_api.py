@@ -14,6 +14,7 @@ from litestar.testing import TestClient
 
 from app import create_app
 from app.config import Limits, Settings
+from app.sections import DatabaseSettings
 from providers import (
     DeltaEvent,
     ModelNotFound,
@@ -34,6 +35,7 @@ def make_settings(**overrides: Any) -> Settings:
             "other": OpenAIConfig(base_url="http://127.0.0.1:9/v1", model="other-default", max_tokens=64),
         },
         "limits": Limits(max_message_chars=50, max_body_bytes=4096),
+        "database": DatabaseSettings(enabled=False),  # stateless here; history has its own tests
     }
     values.update(overrides)
     return Settings(**values)

@@ -19,6 +19,7 @@ from litestar.testing import TestClient, create_test_client
 from app import create_app
 from app.config import Settings
 from app.errors import EXCEPTION_HANDLERS
+from app.sections import DatabaseSettings
 from tests.fakes import FakeProvider, registry_of
 
 
@@ -93,7 +94,9 @@ def test_litestar_5xx_shows_no_internals(litestar_errors: TestClient[Litestar]) 
 
 @pytest.fixture
 def client() -> Iterator[TestClient[Litestar]]:
-    with TestClient(create_app(Settings(), registry=registry_of(FakeProvider()))) as c:
+    with TestClient(
+        create_app(Settings(database=DatabaseSettings(enabled=False)), registry=registry_of(FakeProvider()))
+    ) as c:
         yield c
 
 

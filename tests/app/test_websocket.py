@@ -41,9 +41,10 @@ def client(fake: FakeProvider) -> Iterator[TestClient[Litestar]]:
 
 def test_chat_frames_are_the_ndjson_lines_plus_id(client: TestClient[Litestar]) -> None:
     with client.websocket_connect("/chat/ws", subprotocols=["agent-backend.v1"]) as ws:
-        ws.send_text(json.dumps({"type": "chat", "id": "q1", "message": "hello"}))
+        # Not stored: each stored chat's meta names a conversation of its own.
+        ws.send_text(json.dumps({"type": "chat", "id": "q1", "message": "hello", "store": False}))
         frames = frames_until_terminal(ws)
-        ndjson = client.post("/chat", json={"message": "hello"}).text.splitlines()
+        ndjson = client.post("/chat", json={"message": "hello", "store": False}).text.splitlines()
     assert frames == [{**json.loads(line), "id": "q1"} for line in ndjson]
     assert frames[0]["meta"] == {"model": "local-model", "role": "assistant", "provider": "local"}
 

@@ -188,7 +188,13 @@ def _service(tmp_path_factory: pytest.TempPathFactory, providers: dict[str, str]
     # Only our AGENT_* variables: a developer's own (another default provider, an API key, …)
     # must not change what these tests run against.
     env = {key: value for key, value in os.environ.items() if not key.upper().startswith("AGENT_")}
-    env.update(APP_ENV="testing", AGENT_HOST="127.0.0.1", AGENT_PORT=str(port), **providers)
+    env.update(
+        APP_ENV="testing",
+        AGENT_HOST="127.0.0.1",
+        AGENT_PORT=str(port),
+        AGENT_DATABASE__URL=f"sqlite+aiosqlite:///{log.parent / 'agent-backend.db'}",
+        **providers,
+    )
     argv = [
         sys.executable, "-m", "uvicorn", "app:create_app", "--factory",
         "--host", "127.0.0.1", "--port", str(port),

@@ -13,9 +13,12 @@ import uvicorn
 
 from app import create_app
 from app.config import Limits, Settings
+from app.sections import DatabaseSettings
 from providers import OpenAIConfig
 from providers.http11_transport import HTTP11Transport
 from tests.fake_upstream import FakeUpstream
+
+NO_DATABASE = DatabaseSettings(enabled=False)
 
 
 def free_port() -> int:
@@ -78,7 +81,8 @@ async def start_service(upstream: FakeUpstream) -> AsyncIterator[ServiceFactory]
 
     async def start(limits: Limits | None = None, **provider: Any) -> LiveService:
         config = OpenAIConfig(**{"base_url": upstream.base_url, "model": "fake-model", **provider})
-        service = LiveService(Settings(providers={"local": config}, limits=limits or Limits()))
+        # Stateless: the persistence tests (tests/history) configure their own databases.
+        service = LiveService(Settings(providers={"local": config}, limits=limits or Limits(), database=NO_DATABASE))
         await service.start()
         started.append(service)
         return service

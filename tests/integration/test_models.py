@@ -19,7 +19,7 @@ import pytest
 from app.config import Settings
 from providers import OllamaConfig, OpenAIConfig
 from tests.fake_upstream import FakeUpstream, Reply, ndjson_chunks, sse_chunks
-from tests.integration.conftest import LiveService, free_port
+from tests.integration.conftest import NO_DATABASE, LiveService, free_port
 from tests.providers.test_http11_transport import full_accept_queue
 
 
@@ -54,7 +54,7 @@ async def running() -> AsyncIterator[list[LiveService]]:
 
 
 async def serve(running: list[LiveService], **settings: Any) -> LiveService:
-    service = LiveService(Settings(**settings))
+    service = LiveService(Settings(**{"database": NO_DATABASE, **settings}))  # stateless: meta is the routing
     await service.start()
     running.append(service)
     return service

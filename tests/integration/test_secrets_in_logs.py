@@ -37,6 +37,7 @@ async def test_no_secret_in_any_log_line(upstream: FakeUpstream, tmp_path: Path)
     env = clean_env(
         APP_ENV="testing",
         AGENT_LOG_LEVEL="debug",
+        AGENT_DATABASE__ENABLED="false",
         AGENT_PROVIDERS__LOCAL__BASE_URL=upstream.base_url,
         AGENT_PROVIDERS__LOCAL__API_KEY=API_KEY,
         AGENT_PROVIDERS__LOCAL__EXTRA_HEADERS=f'{{"X-Upstream-Token" = "{HEADER_SECRET}"}}',

@@ -76,7 +76,11 @@ def _serving(command: str, tmp_path: Path) -> Iterator[tuple[httpx.Client, httpx
         proc = subprocess.Popen(
             COMMANDS[command],
             cwd=_cwd(command, tmp_path),
-            env=clean_env(AGENT_HOST="127.0.0.1", AGENT_PORT=str(port)),
+            env=clean_env(
+                AGENT_HOST="127.0.0.1",
+                AGENT_PORT=str(port),
+                AGENT_DATABASE__URL=f"sqlite+aiosqlite:///{tmp_path / 'agent-backend.db'}",
+            ),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,

@@ -12,7 +12,7 @@ import httpx
 from app.config import Limits, Settings
 from providers import OpenAIConfig
 from tests.fake_upstream import FakeUpstream, Reply, sse_chunks
-from tests.integration.conftest import LiveService, ServiceFactory, free_port
+from tests.integration.conftest import NO_DATABASE, LiveService, ServiceFactory, free_port
 
 
 async def read_lines(response: httpx.Response) -> list[dict[str, Any]]:
@@ -272,7 +272,8 @@ async def test_second_configured_provider_is_reached_over_its_own_socket(client:
             providers={
                 "local": OpenAIConfig(base_url=first.base_url, model="first-model"),
                 "gpu": OpenAIConfig(base_url=second.base_url, model="second-model", api_key="sk-gpu"),
-            }
+            },
+            database=NO_DATABASE,
         )
         service = LiveService(settings)
         await service.start()

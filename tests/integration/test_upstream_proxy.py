@@ -8,7 +8,7 @@ import pytest
 from app.config import Settings
 from providers import OpenAIConfig
 from tests.fake_upstream import FakeUpstream
-from tests.integration.conftest import LiveService
+from tests.integration.conftest import NO_DATABASE, LiveService
 from tests.service_process import free_port
 
 
@@ -17,7 +17,9 @@ async def _chat(base_url: str, monkeypatch: pytest.MonkeyPatch, **env: str) -> h
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    service = LiveService(Settings(providers={"local": OpenAIConfig(base_url=base_url, model="m")}))
+    service = LiveService(
+        Settings(providers={"local": OpenAIConfig(base_url=base_url, model="m")}, database=NO_DATABASE)
+    )
     await service.start()
     try:
         async with httpx.AsyncClient(timeout=10, trust_env=False) as client:

@@ -280,7 +280,13 @@ async def test_a_client_that_stops_reading_does_not_make_the_service_buffer_the_
         assert upstream.stdout is not None
         ready = await asyncio.to_thread(upstream.stdout.readline)
         port = int(ready.split()[1])
-        env = clean_env(APP_ENV="testing", AGENT_PROVIDERS__LOCAL__BASE_URL=f"http://127.0.0.1:{port}/v1")
+        # Stateless: a stored answer keeps the text it streamed (to write it at the end), which
+        # is memory for the answer, not the transport buffering; this test is about the latter.
+        env = clean_env(
+            APP_ENV="testing",
+            AGENT_PROVIDERS__LOCAL__BASE_URL=f"http://127.0.0.1:{port}/v1",
+            AGENT_DATABASE__ENABLED="false",
+        )
         service = await start_service_process(tmp_path / "service.log", env)
         try:
             process = psutil.Process(service.proc.pid)
