@@ -74,15 +74,18 @@ def parse_chat_request(data: Any, limits: Limits) -> ChatRequest:
         raise InvalidRequest(f"invalid request body: {exc}") from None
     if request.message is not None and len(request.message) > limits.max_message_chars:
         raise InvalidRequest(f"message is longer than the limit of {limits.max_message_chars} characters")
-    if request.conversation_id is not None and request.messages is not None:
+    continued = request.conversation_id is not None
+    if continued and request.messages is not None and not _tool_results_only(request.messages):
         raise InvalidRequest(
-            '"messages" cannot be sent with "conversation_id": the stored conversation is the history;'
-            ' send the new turn as "message"'
+            '"messages" with "conversation_id" may hold only tool turns answering the stored last'
+            ' assistant turn\'s tool_calls: the stored conversation is the history; send the new turn as "message"'
         )
     if request.message is None and not request.messages:
         raise InvalidRequest('nothing to answer: send "message" (or a non-empty "messages" list)')
     check_tools(request.tools, request.tool_choice)
-    check_tool_turns(request.messages or ())
+    if request.conversation_id is None:
+        check_tool_turns(request.messages or ())
+    # With conversation_id the tool turns answer stored calls: the history feature checks them.
     prompt = prompt_chars(request)
     if prompt > limits.max_prompt_chars:
         raise InvalidRequest(
@@ -92,9 +95,18 @@ def parse_chat_request(data: Any, limits: Limits) -> ChatRequest:
     return request
 
 
+def _tool_results_only(messages: list[ChatMessage]) -> bool:
+    return bool(messages) and all(turn.role == "tool" for turn in messages)
+
+
 def stores(request: ChatRequest) -> bool:
-    """Whether the exchange is stored: ``store`` as given, else true exactly when ``messages`` is absent."""
-    return request.store if request.store is not None else request.messages is None
+    """Whether the exchange is stored: ``store`` as given, else true unless a stateless client sent ``messages``.
+
+    Tool results sent with ``conversation_id`` continue a stored conversation, so they are stored too.
+    """
+    if request.store is not None:
+        return request.store
+    return request.messages is None or request.conversation_id is not None
 
 
 def prompt_chars(request: ChatRequest) -> int:

@@ -21,10 +21,11 @@ import msgspec
 
 from app.chat.hooks import ChatObserver, Outcome
 from app.chat.request import stores
+from app.chat.tools import check_tool_turns
 from app.errors import NotFound, StorageUnavailable
 from app.history.store import Claim, Ending, HistoryStore, StoredTurn
-from providers.base import ChatMessage, ChatParams
-from providers.events import ChatEvent, DeltaEvent, DoneEvent, ReasoningEvent
+from providers.base import ChatMessage, ChatParams, ToolTurnCall
+from providers.events import ChatEvent, DeltaEvent, DoneEvent, ReasoningEvent, ToolCallEvent
 
 if TYPE_CHECKING:
     from app.chat.run import Chat
@@ -65,8 +66,31 @@ def with_history(chat: Chat, turns: Sequence[StoredTurn]) -> ChatParams:
     if not turns:
         return params
     head = 1 if chat.plan.request.system is not None else 0
-    stored = [ChatMessage(turn.role, turn.content) for turn in turns if turn.role in ("user", "assistant")]  # type: ignore[arg-type]
+    stored = [_upstream_turn(turn) for turn in turns]
     return msgspec.structs.replace(params, messages=[*params.messages[:head], *stored, *params.messages[head:]])
+
+
+def _upstream_turn(turn: StoredTurn) -> ChatMessage:
+    if turn.tool_calls:
+        calls = msgspec.convert(turn.tool_calls, list[ToolTurnCall])
+        return ChatMessage("assistant", turn.content or None, tool_calls=calls)
+    return ChatMessage(turn.role, turn.content, tool_call_id=turn.tool_call_id)  # type: ignore[arg-type]
+
+
+def _stored_turn(turn: ChatMessage) -> StoredTurn:
+    calls = msgspec.to_builtins(turn.tool_calls) if turn.tool_calls else None
+    return StoredTurn(turn.role, turn.content or "", tool_calls=calls, tool_call_id=turn.tool_call_id)
+
+
+def _check_tool_answers(chat: Chat, history: Sequence[StoredTurn]) -> None:
+    """A stored conversation continued with ``tool`` turns: each answers a call of its last assistant turn.
+
+    Raises:
+        InvalidRequest: a tool turn answers no call of that turn.
+    """
+    last = next((turn for turn in reversed(history) if turn.role == "assistant"), None)
+    calls = [call["id"] for call in last.tool_calls or ()] if last is not None else []
+    check_tool_turns(chat.plan.request.messages or (), answered=calls)
 
 
 def _request_turns(chat: Chat) -> list[StoredTurn]:
@@ -75,7 +99,7 @@ def _request_turns(chat: Chat) -> list[StoredTurn]:
     ``system`` applies to the one request that carries it, so system turns are not kept.
     """
     request = chat.plan.request
-    turns = [StoredTurn(turn.role, turn.content or "") for turn in request.messages or () if turn.role != "system"]
+    turns = [_stored_turn(turn) for turn in request.messages or () if turn.role != "system"]
     if request.message is not None:
         turns.append(StoredTurn("user", request.message))
     return turns
@@ -108,6 +132,10 @@ class HistoryFeature:
         request = chat.plan.request
         identifier = conversation_uuid(request.conversation_id) if request.conversation_id is not None else None
         owner = chat.plan.principal.name
+        if identifier is not None and request.messages:
+            # Tool results for the stored conversation's last answer: checked against its calls
+            # before anything of this request is stored.
+            _check_tool_answers(chat, await self.store.history(owner, identifier))
         if not stores(request):
             if identifier is not None:
                 chat.params = with_history(chat, await self.store.history(owner, identifier))
@@ -138,6 +166,7 @@ class AnswerRecorder(ChatObserver):
         "_stopping",
         "_store",
         "_text",
+        "_tool_calls",
         "_usage",
         "_wake",
         "_writer",
@@ -149,6 +178,7 @@ class AnswerRecorder(ChatObserver):
         self._text: list[str] = []
         self._reasoning: list[str] = []
         self._usage: dict[str, int] | None = None
+        self._tool_calls: list[dict[str, object]] | None = None
         self._model = ""
         self._provider = ""
         self._started = False
@@ -184,6 +214,12 @@ class AnswerRecorder(ChatObserver):
                 self._text.append(event.delta)
             elif type(event) is ReasoningEvent:
                 self._reasoning.append(event.reasoning)
+            elif type(event) is ToolCallEvent:
+                call = event.tool_call
+                function = {"name": call.name, "arguments": call.arguments}
+                if self._tool_calls is None:
+                    self._tool_calls = []
+                self._tool_calls.append({"id": call.id, "type": "function", "function": function})
             elif type(event) is DoneEvent and not isinstance(event.usage, msgspec.UnsetType):
                 self._usage = msgspec.to_builtins(event.usage)
         # One str object per token costs ~60 bytes beyond its text: a fast stream between two
@@ -215,7 +251,14 @@ class AnswerRecorder(ChatObserver):
         text = "".join(self._text)
         reasoning = "".join(self._reasoning) or None
         if outcome.kind == "complete":
-            return Ending("complete", text, reasoning, finish_reason=outcome.finish_reason, usage=self._usage)
+            return Ending(
+                "complete",
+                text,
+                reasoning,
+                finish_reason=outcome.finish_reason,
+                usage=self._usage,
+                tool_calls=self._tool_calls,
+            )
         if outcome.kind == "error" and outcome.error is not None:
             error = outcome.error
             return Ending("error", text, reasoning, error_code=error.code, error_message=error.message)

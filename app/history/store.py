@@ -92,6 +92,7 @@ _FINISH: Final = (
         usage=bindparam("final_usage", type_=_mc.usage.type),
         error_code=bindparam("final_code"),
         error_message=bindparam("final_message"),
+        tool_calls=bindparam("final_tool_calls", type_=_mc.tool_calls.type),
         heartbeat_at=None,
     )
 )
@@ -146,10 +147,16 @@ class ConversationRepository(SQLAlchemyAsyncRepository[Conversation]):
 
 @dataclass(frozen=True, slots=True)
 class StoredTurn:
-    """A stored turn as it goes upstream."""
+    """A stored turn as it goes upstream.
+
+    ``tool_calls`` (an assistant turn's calls, in OpenAI's shape) and ``tool_call_id`` (the call a
+    tool turn answers) are stored as they came, so a tool round trip can span requests.
+    """
 
     role: str
     content: str
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +184,7 @@ class Ending:
     usage: dict[str, Any] | None = None
     error_code: str | None = None
     error_message: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class HistoryStore:
@@ -219,7 +227,7 @@ class HistoryStore:
             and_(m.status == "streaming", m.heartbeat_at < db_now_minus(self._stale)),  # its process died
         )
         self._history_statement = (
-            select(m.role, m.content)
+            select(m.role, m.content, m.tool_calls, m.tool_call_id)
             .where(m.conversation_id == bindparam("history_of"), eligible)
             .order_by(m.position.desc())
             .limit(settings.max_messages)
@@ -278,14 +286,20 @@ class HistoryStore:
         )
         # The history is read in the statement's snapshot: without the turn it inserts.
         history = (
-            select(m.role, m.content, m.position)
+            select(m.role, m.content, m.tool_calls, m.tool_call_id, m.position)
             .where(m.conversation_id == bindparam("claimed_id"), eligible)
             .order_by(m.position.desc())
             .limit(settings.max_messages)
             .lateral("history")
         )
         self._pg_claim = (
-            select(claim.c.message_count, history.c.role, history.c.content)
+            select(
+                claim.c.message_count,
+                history.c.role,
+                history.c.content,
+                history.c.tool_calls,
+                history.c.tool_call_id,
+            )
             .select_from(claim.outerjoin(history, true()))
             .add_cte(turn)
             .order_by(history.c.position.desc())
@@ -455,7 +469,7 @@ class HistoryStore:
         if not rows:
             return None
         count = rows[0][0]
-        newest_first = [StoredTurn(role, content) for _, role, content in rows if role is not None]
+        newest_first = [StoredTurn(*row[1:]) for row in rows if row[1] is not None]
         history = cut_history(newest_first, self.settings.max_messages, self.settings.max_chars)
         return Claim(conversation_id, (stored[0],), assistant_id, count, new=False, history=history)
 
@@ -481,7 +495,7 @@ class HistoryStore:
 
     async def _history(self, db: AsyncConnection, conversation_id: uuid.UUID) -> list[StoredTurn]:
         rows = await db.execute(self._history_statement, {"history_of": conversation_id})
-        newest_first = [StoredTurn(role, content) for role, content in rows]
+        newest_first = [StoredTurn(*row) for row in rows]
         return cut_history(newest_first, self.settings.max_messages, self.settings.max_chars)
 
     async def insert_answer(self, claim: Claim, model: str, provider: str) -> None:
@@ -529,6 +543,7 @@ class HistoryStore:
             usage=ending.usage,
             error_code=ending.error_code,
             error_message=ending.error_message,
+            tool_calls=ending.tool_calls,
         )
         await db.execute(_INSERT_ENDED_ANSWER, row)
         await db.execute(_ENDED_ANSWER_ADDED, _held(claim))
@@ -558,6 +573,7 @@ class HistoryStore:
             "final_usage": ending.usage,
             "final_code": ending.error_code,
             "final_message": ending.error_message,
+            "final_tool_calls": ending.tool_calls,
         }
         if self._postgresql:
             if await self._one(_PG_FINISH, {**params, **_held(claim)}) is not None:
@@ -670,6 +686,8 @@ async def _insert_turns(
             "position": first + n,
             "role": t.role,
             "content": t.content,
+            "tool_calls": t.tool_calls,
+            "tool_call_id": t.tool_call_id,
         }
         for n, (identifier, t) in enumerate(stored)
     ]
