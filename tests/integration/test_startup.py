@@ -139,3 +139,46 @@ def test_openapi_documents_chat_as_ndjson(tmp_path: Path) -> None:
     components = document["components"]["schemas"]
     for ref in refs:
         assert ref.removeprefix("#/components/schemas/") in components
+
+
+def test_agent_backend_help_names_its_flags_and_serves_nothing(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*COMMANDS["agent-backend"], "--help"],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=BOUND_SECONDS,
+        check=False,
+    )
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    assert out.startswith("usage: agent-backend")
+    assert "--host" in out and "--port" in out and "AGENT_" in out
+
+
+def test_agent_backend_port_flag_wins_over_the_environment(tmp_path: Path) -> None:
+    port = free_port()
+    shutil.copy(REPO_ROOT / "settings.toml", tmp_path / "settings.toml")
+    with (tmp_path / "out").open("wb") as out:
+        proc = subprocess.Popen(
+            [*COMMANDS["agent-backend"], "--host", "127.0.0.1", "--port", str(port)],
+            cwd=tmp_path,
+            env=clean_env(AGENT_PORT="1", AGENT_DATABASE__ENABLED="false"),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=2, trust_env=False) as client:
+            deadline = time.monotonic() + BOUND_SECONDS
+            while True:
+                assert proc.poll() is None, (tmp_path / "out").read_text(errors="replace")
+                try:
+                    assert client.get("/health").status_code == 200
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, (tmp_path / "out").read_text(errors="replace")
+                    time.sleep(0.1)
+    finally:
+        _stop(proc)
