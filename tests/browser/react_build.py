@@ -1,24 +1,30 @@
 """The React + Vite example (``examples/react-vite``), installed with ``npm ci`` and built once per test session.
 
 The build happens in a copy (never the repository's own ``node_modules`` or ``dist``), with
-``VITE_AGENT_URL`` naming the port the tests then start the service on. Without ``npm`` the
-tests that need it are skipped, except under ``CI=true``, where they fail.
+``VITE_AGENT_URL`` naming the port the tests then start the service on, and is served by a
+plain HTTP server on a free loopback port (:func:`react_site`). Without ``npm`` the tests that
+need it are skipped, except under ``CI=true``, where they fail.
 """
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import shutil
 import subprocess
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.integration.conftest import free_port
 from tests.service_process import REPO_ROOT
 
-__all__ = ("EXAMPLE", "ReactBuild", "react_build")
+__all__ = ("EXAMPLE", "ReactBuild", "react_build", "react_site")
 
 EXAMPLE = REPO_ROOT / "examples" / "react-vite"
 _SOURCES = ("package.json", "package-lock.json", "index.html", "vite.config.js", "src")
@@ -31,14 +37,6 @@ class ReactBuild:
     """The built site: ``index.html`` and ``assets/``."""
     service_port: int
     """The port the build's ``VITE_AGENT_URL`` points at, on 127.0.0.1."""
-
-    def file_for(self, url_path: str) -> Path | None:
-        """The built file a request path names (``/`` is ``index.html``), or ``None``."""
-        relative = url_path.split("?", 1)[0].lstrip("/") or "index.html"
-        candidate = (self.dist / relative).resolve()
-        if not candidate.is_relative_to(self.dist.resolve()) or not candidate.is_file():
-            return None
-        return candidate
 
 
 def _require_npm() -> str:
@@ -72,3 +70,23 @@ def react_build(tmp_path_factory: pytest.TempPathFactory) -> ReactBuild:
     _run(npm, ["ci", "--no-audit", "--no-fund"], work, env)
     _run(npm, ["run", "build"], work, env)
     return ReactBuild(dist=work / "dist", service_port=port)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # pytest shows the test's own output; a line per file would drown it
+
+
+@pytest.fixture(scope="session")
+def react_site(react_build: ReactBuild) -> Iterator[int]:
+    """The build served over HTTP on 127.0.0.1, as ``vite preview`` would; yields the port."""
+    handler = functools.partial(_Quiet, directory=str(react_build.dist))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="react-site", daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
