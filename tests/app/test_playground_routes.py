@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
 
 import pytest
 from litestar import Litestar
@@ -14,6 +16,7 @@ from app import create_app
 from app.config import Settings, load_settings
 from app.playground import STATIC_DIRECTORY
 from app.sections import DatabaseSettings, PlaygroundSettings
+from providers.errors import AgentError
 from tests.fakes import FakeProvider, registry_of
 
 # clean_env: autouse, no AGENT_* or APP_ENV from the developer's shell reaches load_settings.
@@ -102,3 +105,35 @@ def test_on_in_development_and_testing_off_in_production(project_dir: Path, monk
     assert load_settings(project_dir).playground.enabled is False
     monkeypatch.setenv("AGENT_PLAYGROUND__ENABLED", "true")
     assert load_settings(project_dir).playground.enabled is True
+
+
+def _error_classes() -> list[type[AgentError]]:
+    found, todo = [], [AgentError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+CODES: Final = {cls.code: cls.retryable for cls in _error_classes()}
+EXAMPLE_STREAM_CHAT: Final = REPO_ROOT / "examples" / "react-vite" / "src" / "streamChat.js"
+
+
+def _retryable_set(script: str) -> set[str]:
+    match = re.search(r"const RETRYABLE = new Set\(\[(.*?)\]\)", script, flags=re.S)
+    assert match is not None
+    return set(re.findall(r'"([a-z_]+)"', match.group(1)))
+
+
+def test_every_error_code_of_the_contract_has_a_readable_message() -> None:
+    assert len(CODES) >= 17  # the contract's table
+    messages = (STATIC_DIRECTORY / "errors.js").read_text(encoding="utf-8")
+    missing = [code for code in CODES if not re.search(rf"^\s+{code}: \"", messages, flags=re.M)]
+    assert missing == []
+
+
+@pytest.mark.parametrize("script", [STATIC_DIRECTORY / "api.js", EXAMPLE_STREAM_CHAT], ids=lambda p: p.name)
+def test_the_clients_know_which_codes_are_retryable(script: Path) -> None:
+    # A problem+json body does not say whether it is retryable; the clients read it off the code.
+    assert _retryable_set(script.read_text(encoding="utf-8")) == {code for code, retry in CODES.items() if retry}

@@ -133,6 +133,15 @@ async def test_stop_aborts_the_fetch_and_the_upstream_sees_the_disconnect(
     await asyncio.wait_for(record.disconnected.wait(), 2.0)
     await page.wait_for_selector("#transcript .assistant .turn-note:text('Stopped.')", timeout=TIMEOUT_MS)
     assert await page.is_enabled("#send") and await page.is_disabled("#stop")
+    upstream.default = Reply.sse(["Fine."])
+    await send(page, "stop there")
+    await wait_for_answer(page, "Fine.")
+    # Without storage, the next chat carries the stopped answer as far as the page showed it.
+    assert upstream.requests[-1].body["messages"][-3:] == [
+        {"role": "user", "content": "talk forever"},
+        {"role": "assistant", "content": "first words"},
+        {"role": "user", "content": "stop there"},
+    ]
 
 
 async def test_model_output_is_text_and_runs_nothing(

@@ -283,7 +283,6 @@ async function run(body) {
         }
       },
     });
-    if (!state.history) state.turns = [...(body.messages || []), { role: "user", content: body.message }, { role: "assistant", content: answer.text.data }];
   } catch (error) {
     if (error.name === "AbortError") {
       outcome = "stopped";
@@ -298,6 +297,12 @@ async function run(body) {
     answer.item.removeAttribute("aria-busy");
     state.running = null;
     setBusy(false, outcome === "done" ? "Done." : outcome === "stopped" ? "Stopped." : "");
+  }
+  if (!state.history && outcome !== "failed") {
+    // What the page showed is what the next chat sends as history (a stopped answer as far as it got).
+    const said = [{ role: "user", content: body.message }];
+    if (answer.text.data) said.push({ role: "assistant", content: answer.text.data });
+    state.turns = [...(body.messages || []), ...said];
   }
   if (state.history) await loadConversations();
 }
