@@ -331,3 +331,22 @@ async def test_keyboard_only_labels_and_a_phone_wide_layout(
     assert await page.locator("#transcript .user .text").text_content() == "first line\nsecond line"
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= 375, f"the page is {width}px wide at a 375px viewport"
+
+
+async def test_an_answer_that_breaks_off_keeps_its_text_and_offers_retry(
+    browser: Browser, live: LiveFactory, upstream: FakeUpstream
+) -> None:
+    service = await live()
+    upstream.default = Reply(writes=sse_chunks(["half an"], finish_reason=None, done=False), close_abruptly=True)
+    page = await open_playground(browser)
+    await page.goto(service.url + "/")
+    await page.wait_for_selector("#model option", state="attached", timeout=TIMEOUT_MS)
+    await send(page, "tell me")
+    await page.wait_for_selector("#problem", state="visible", timeout=TIMEOUT_MS)
+    assert "The answer broke off before it was finished" in (await page.text_content("#problem-text") or "")
+    assert await answer_text(page) == "half an"
+    assert await page.locator("#transcript .assistant .turn-note").text_content() == "The answer broke off here."
+    upstream.default = Reply.sse(["a whole", " answer"])
+    await page.click("#retry")
+    await wait_for_answer(page, "a whole answer")
+    assert await page.locator("#transcript .assistant").count() == 1

@@ -289,7 +289,7 @@ async function run(body) {
       answer.mark("Stopped.");
     } else {
       outcome = "failed";
-      answer.mark("No answer.");
+      answer.mark(answer.text.data ? "The answer broke off here." : "No answer.");
       state.failed = { body, nodes: [userTurn.item, answer.item] };
       showProblem(error);
     }

@@ -28,6 +28,11 @@ export function Chat() {
     } catch (caught) {
       if (caught.name === "AbortError") {
         setStatus("stopped");
+      } else if (caught instanceof TypeError) {
+        // fetch() says only "Failed to fetch"; the usual causes are these two.
+        const hint = `is the service running at ${AGENT_URL}, and is ${window.location.origin} in its cors_origins?`;
+        setError({ message: `${caught.message}: ${hint}`, retryable: true });
+        setStatus("error");
       } else {
         setError(caught);
         setStatus("error");
