@@ -29,6 +29,7 @@ from app.ops.logs import logging_config
 from app.ops.metrics import MetricsController, metrics_config
 from app.ops.ready import Readiness, ready
 from app.ops.requests import RequestLog
+from app.playground import playground_routes
 from app.request import JSONSafeRequest
 from app.transports.ndjson import ChatController
 from app.transports.websocket import FRAMES_DOC, chat_socket
@@ -87,6 +88,7 @@ def create_app(
             ready,
             MetricsController,
             docs_assets_router(),
+            *playground_routes(settings.playground.enabled),
         ],
         state=State(
             {

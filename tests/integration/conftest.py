@@ -31,8 +31,8 @@ def free_port() -> int:
 class LiveService:
     """The app served by uvicorn on the test's own event loop."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.port = free_port()
+    def __init__(self, settings: Settings, *, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.app = create_app(settings)
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", access_log=False

@@ -19,6 +19,7 @@ from tests.integration.conftest import LiveService
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 README_URL = "http://127.0.0.1:8000"
+STREAM_CHAT = README.parent / "examples" / "react-vite" / "src" / "streamChat.js"
 
 
 def snippet(language: str, marker: str) -> str:
@@ -52,6 +53,11 @@ def require_node() -> None:
     pytest.skip("needs Node.js for the browser snippet")
 
 
+def test_the_readme_browser_snippet_is_the_react_example_s_stream_chat_module() -> None:
+    # One source: the React + Vite example imports this file, so the README cannot drift from it.
+    assert snippet("js", "export async function streamChat") == STREAM_CHAT.read_text(encoding="utf-8")
+
+
 async def test_browser_client_collects_the_streamed_answer(
     upstream: FakeUpstream, service: LiveService, tmp_path: Path
 ) -> None:
@@ -59,12 +65,13 @@ async def test_browser_client_collects_the_streamed_answer(
     # Several lines arrive in one write, with non-ASCII text: the line splitting must hold.
     upstream.default = Reply.sse(["Hé", "llo ", "wörld 🙂"], per_write=2)
     module = tmp_path / "client.mjs"
-    module.write_text(snippet("js", "export async function streamChat").replace(README_URL, service.url))
+    module.write_text(snippet("js", "export async function streamChat"))
     runner = tmp_path / "run.mjs"
     runner.write_text(
         'import { streamChat } from "./client.mjs";\n'
         "let text = '';\n"
-        "const done = await streamChat({ message: 'hi' }, { onDelta: (d) => { text += d; } });\n"
+        f"const options = {{ baseUrl: {json.dumps(service.url)}, onDelta: (d) => {{ text += d; }} }};\n"
+        "const done = await streamChat({ message: 'hi' }, options);\n"
         "console.log(JSON.stringify({ text, finish: done.finish_reason }));\n"
     )
     node = await asyncio.create_subprocess_exec(
@@ -73,6 +80,26 @@ async def test_browser_client_collects_the_streamed_answer(
     stdout, stderr = await asyncio.wait_for(node.communicate(), timeout=30)
     assert node.returncode == 0, stderr.decode()
     assert stdout.decode().strip() == '{"text":"Héllo wörld 🙂","finish":"stop"}'
+
+
+async def test_browser_client_throws_the_contract_s_error_code_and_retryable(
+    upstream: FakeUpstream, service: LiveService, tmp_path: Path
+) -> None:
+    require_node()
+    upstream.default = Reply.json({"error": {"message": "loading", "type": "server_error"}}, 503)
+    (tmp_path / "client.mjs").write_text(snippet("js", "export async function streamChat"))
+    runner = tmp_path / "run.mjs"
+    runner.write_text(
+        'import { streamChat } from "./client.mjs";\n'
+        f"try {{ await streamChat({{ message: 'hi' }}, {{ baseUrl: {json.dumps(service.url)} }}); }}\n"
+        "catch (error) { console.log(JSON.stringify({ code: error.code, retryable: error.retryable })); }\n"
+    )
+    node = await asyncio.create_subprocess_exec(
+        "node", str(runner), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
+    )
+    stdout, stderr = await asyncio.wait_for(node.communicate(), timeout=30)
+    assert node.returncode == 0, stderr.decode()
+    assert json.loads(stdout) == {"code": "upstream_unavailable", "retryable": True}
 
 
 async def test_websocket_client_streams_and_stops(upstream: FakeUpstream, service: LiveService, tmp_path: Path) -> None:
