@@ -56,6 +56,7 @@ Run from the repository root::
     .venv/bin/python -m benchmarks.relay --only baseline,floor --scenarios ttfd,d --repeat 1
     .venv/bin/python -m benchmarks.relay --framings event    # the default framing only
     .venv/bin/python -m benchmarks.relay --profile d         # py-spy profile of each relay in D
+    .venv/bin/python -m benchmarks.relay --only service --server granian   # the service under granian
     .venv/bin/python -m benchmarks.relay --scenarios m --repeat 1   # memory only, about 30 s
 
 The machine has 2 cores (possibly hyper-threads of one): another busy process does not only
@@ -170,6 +171,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="benchmarks.fastapi_relay:app",
         help="uvicorn app of the baseline (a variant can be made importable through PYTHONPATH)",
     )
+    p.add_argument(
+        "--server",
+        choices=("uvicorn", "granian"),
+        default="uvicorn",
+        help="the HTTP server the service runs under (granian: pip install granian)",
+    )
     p.add_argument("--profile", default="", help="scenario to record with py-spy: ttfd, a, b or d")
     p.add_argument("--profile-dir", default=str(Path(tempfile.gettempdir()) / "relay-bench-profiles"))
     p.add_argument(
@@ -225,12 +232,18 @@ class Server:
     def __post_init__(self) -> None:
         self.ps = psutil.Process(self.proc.pid)
 
+    def _tree(self) -> list[psutil.Process]:
+        # granian serves from a worker process of its own; uvicorn's single process has none.
+        try:
+            return [self.ps, *self.ps.children(recursive=True)]
+        except psutil.Error:
+            return [self.ps]
+
     def cpu(self) -> float:
-        t = self.ps.cpu_times()
-        return float(t.user + t.system)
+        return sum(float(t.user + t.system) for t in (p.cpu_times() for p in self._tree()))
 
     def rss_mb(self) -> float:
-        return float(self.ps.memory_info().rss / 2**20)
+        return sum(p.memory_info().rss for p in self._tree()) / 2**20
 
     def log_tail(self, n: int = 30) -> str:
         try:
@@ -300,7 +313,11 @@ def start_relay(name: str, args: argparse.Namespace, upstream: Server, logdir: P
         env.setdefault("APP_ENV", "development")
         # The relay as such; what persistence adds is measured by benchmarks/history.py.
         env.setdefault("AGENT_DATABASE__ENABLED", "false")
-        cmd = [args.python, "-m", "uvicorn", "app:create_app", "--factory", *flags]
+        if args.server == "granian":  # the same app under granian's Rust HTTP server (pip install granian)
+            cmd = [args.python, "-m", "granian", "--interface", "asgi", "--factory", "--host", HOST]
+            cmd += ["--port", str(port), "--loop", "uvloop", "--http", "1", "--no-access-log", "app:create_app"]
+        else:
+            cmd = [args.python, "-m", "uvicorn", "app:create_app", "--factory", *flags]
     elif name == "floor":
         cmd = [
             args.python,
