@@ -19,15 +19,13 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 
-from app import create_app
 from app.config import Settings
 from app.principal import Principal
 from app.sections import DatabaseSettings, HistorySettings
 from providers import OpenAIConfig
 from tests.fake_upstream import FakeUpstream
-from tests.service_process import free_port
+from tests.integration.conftest import LiveService
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 RUN = uuid.uuid4().hex[:8]
@@ -125,38 +123,11 @@ class AsPrincipal:
         await self.app(scope, receive, send)
 
 
-class HistoryService:
-    """The app (persistence on) served by uvicorn on the test's loop; ``url`` and the app's state."""
+class HistoryService(LiveService):
+    """The app (persistence on) served by uvicorn on the test's loop; ``X-Test-Principal`` names the principal."""
 
     def __init__(self, settings: Settings) -> None:
-        self.port = free_port()
-        self.app = create_app(settings)
-        config = uvicorn.Config(
-            AsPrincipal(self.app), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self._task = asyncio.create_task(self.server.serve())
-        for _ in range(1000):
-            if self.server.started:
-                return
-            if self._task.done():
-                self._task.result()
-                raise RuntimeError("uvicorn stopped during start-up")
-            await asyncio.sleep(0.01)
-        raise RuntimeError("uvicorn did not start within 10 s")
-
-    async def stop(self) -> None:
-        self.server.should_exit = True
-        if self._task is not None:
-            await asyncio.wait_for(self._task, 15)
+        super().__init__(settings, wrap=AsPrincipal)
 
 
 StartHistory = Callable[..., Awaitable[HistoryService]]

@@ -31,11 +31,15 @@ def free_port() -> int:
 class LiveService:
     """The app served by uvicorn on the test's own event loop."""
 
-    def __init__(self, settings: Settings, *, port: int | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, port: int | None = None, wrap: Callable[[Any], Any] | None = None
+    ) -> None:
+        """``wrap``: ASGI middleware around the app (a test's stand-in for authentication, say)."""
         self.port = port or free_port()
         self.app = create_app(settings)
+        served = wrap(self.app) if wrap is not None else self.app
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", access_log=False
+            served, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", access_log=False
         )
         self.server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
@@ -47,18 +51,19 @@ class LiveService:
     async def start(self) -> None:
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._task = asyncio.create_task(self.server.serve())
-        for _ in range(500):
+        for _ in range(1000):  # start-up may migrate a database
             if self.server.started:
                 return
             if self._task.done():
                 self._task.result()
+                raise RuntimeError("uvicorn stopped during start-up")
             await asyncio.sleep(0.01)
-        raise RuntimeError("uvicorn did not start within 5 s")
+        raise RuntimeError("uvicorn did not start within 10 s")
 
     async def stop(self) -> None:
         self.server.should_exit = True
         if self._task is not None:
-            await asyncio.wait_for(self._task, 10)
+            await asyncio.wait_for(self._task, 15)
 
     def upstream_connections_in_use(self) -> int:
         """Upstream connections of the app's shared transport that are busy with a response."""
