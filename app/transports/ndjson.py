@@ -135,6 +135,7 @@ class NDJSONStream(Response[None]):
 # class, and whether mypy accepts a union there changes between mypy releases.
 _EVENT_UNION: Any = ChatEvent
 
+
 class ChatController(Controller):
     """Chat with an LLM, streamed."""
 
