@@ -31,6 +31,7 @@ from app.ops.ready import Readiness, ready
 from app.ops.requests import RequestLog
 from app.request import JSONSafeRequest
 from app.transports.ndjson import ChatController
+from app.transports.ui_chat import UIChatController
 from app.transports.websocket import FRAMES_DOC, chat_socket
 from providers.registry import ProviderRegistry
 
@@ -77,7 +78,7 @@ def create_app(
         route_handlers=[
             Router(
                 "/",
-                route_handlers=[ChatController, chat_socket],
+                route_handlers=[ChatController, UIChatController, chat_socket],
                 dependencies={**DEPENDENCIES, **(dependencies or {})},
             ),
             ModelsController,

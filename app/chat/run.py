@@ -31,7 +31,7 @@ import msgspec
 
 from app.chat.cancel import LateWatch, StopScope
 from app.chat.hooks import ChatFeature, ChatObserver, Outcome
-from app.chat.request import ChatRequest, params_of, parse_chat_request
+from app.chat.request import ChatRequest, ExternalChat, params_of, parse_chat_request
 from app.chat.routing import Attempt, route
 from app.config import Limits
 from app.errors import ServerShutdown
@@ -71,6 +71,8 @@ class ChatPlan:
     principal: Principal
     client: str
     """The client's address (for limits that count per address)."""
+    external: ExternalChat | None = None
+    """The stored conversation the client names by its own id (``POST /api/chat``), if any."""
 
 
 class Chat:
@@ -120,7 +122,9 @@ class ChatPipeline:
         """
         return await self.plan_request(parse_chat_request(data, self.limits), principal, client)
 
-    async def plan_request(self, request: ChatRequest, principal: Principal, client: str) -> ChatPlan:
+    async def plan_request(
+        self, request: ChatRequest, principal: Principal, client: str, external: ExternalChat | None = None
+    ) -> ChatPlan:
         """Resolve an already validated request: the provider that answers, then its fallbacks.
 
         Raises:
@@ -128,7 +132,7 @@ class ChatPipeline:
                 provider lists when the default provider is not one of them.
         """
         attempts = await route(request.model, self.registry, self.catalog)
-        return ChatPlan(request, params_of(request), attempts, principal, client)
+        return ChatPlan(request, params_of(request), attempts, principal, client, external)
 
     @property
     def live(self) -> int:
