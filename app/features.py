@@ -17,6 +17,7 @@ from app.config import Settings
 from app.history import open_history
 from app.limits import RateLimitFeature, RateLimits
 from app.ops.telemetry import TelemetryFeature
+from app.streams import LiveAnswers, ResumeFeature
 
 __all__ = ("chat_features",)
 
@@ -33,5 +34,9 @@ async def chat_features(app: Litestar, settings: Settings) -> AsyncIterator[list
             features.append(RateLimitFeature(limits))
         features.extend(app.state.get("extra_features", ()))
         features.append(await stack.enter_async_context(open_history(app, settings)))
+        app.state.live_answers = None
+        if settings.streams.resume:  # after history: it names the stored conversation in meta
+            app.state.live_answers = answers = LiveAnswers()
+            features.append(ResumeFeature(answers))
         app.state.feature_resources = stack
         yield features

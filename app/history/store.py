@@ -527,6 +527,10 @@ class HistoryStore:
                 raise Conflict("this conversation is streaming an answer; wait for it to end (or stop it) first")
             await db.execute(delete(_messages).where(m.conversation_id == conversation_id, m.position >= cut))
 
+    async def owns(self, owner: str, conversation_id: uuid.UUID) -> bool:
+        """Whether ``owner`` has the conversation ``conversation_id``."""
+        return await self._exists(owner, conversation_id)
+
     async def _exists(self, owner: str, conversation_id: uuid.UUID) -> bool:
         c = _conversations.c
         async with self.transaction() as db:

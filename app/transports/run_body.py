@@ -63,10 +63,12 @@ class _RunBody(ASGIResponse):
         run = self._run
         encode = self._encode
         send_piece = self._raw_send or send  # the last message goes through every middleware, the rest past them
-        ended = False
+        ended = detached = False
 
         async def write(batch: Sequence[ChatEvent]) -> None:
             nonlocal ended
+            if detached:
+                return
             if isinstance(batch[-1], _TERMINAL):
                 # The terminal line ends the body in the same write: the client has the whole
                 # response before the run closes its upstream and its features do their last part.
@@ -75,7 +77,14 @@ class _RunBody(ASGIResponse):
             else:
                 await send_piece({"type": "http.response.body", "body": encode(batch), "more_body": True})
 
-        watcher = LateWatch(WATCH_AFTER_SECONDS, lambda: disconnected(receive), lambda: run.stop("client_gone"))
+        def gone() -> None:
+            nonlocal detached
+            if run.chat.detach_on_disconnect:  # resume: the answer runs on (and is stored) for a later reader
+                detached = True
+            else:
+                run.stop("client_gone")
+
+        watcher = LateWatch(WATCH_AFTER_SECONDS, lambda: disconnected(receive), gone)
         try:
             await run.pump(write)
         finally:

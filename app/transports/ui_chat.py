@@ -13,6 +13,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, SkipValidation
+from litestar.response import Stream
 
 from app.auth import ADDRESS_CHECKED_ON_ADMISSION
 from app.chat import ChatPipeline
@@ -21,6 +22,7 @@ from app.history.feature import PERSISTENCE_OFF
 from app.history.store import HistoryStore
 from app.openapi import problem_responses
 from app.principal import client_address, principal_of
+from app.streams.routes import follow_response, live_answers
 from app.transports.run_body import CLIENT_CLOSED_REQUEST, RunStream, disconnected
 from app.transports.ui_messages import UIChatBody, chat_id_of, chat_request_of, ui_messages_of
 from app.transports.ui_stream import UI_STREAM_HEADERS, UIStreamEncoder
@@ -71,6 +73,27 @@ class UIChatController(Controller):
         if run is None:
             return Response(None, status_code=CLIENT_CLOSED_REQUEST)
         return RunStream(run, UIStreamEncoder().encode, EVENT_STREAM, UI_STREAM_HEADERS)
+
+    @get(
+        "/{chat_id:str}/stream",
+        status_code=200,
+        operation_id="uiChatResume",
+        summary="Re-attach to the chat's streaming answer (the transport's reconnect URL)",
+        description="Replays the UI message stream sent so far, then follows live. 204 whenever none of the"
+        " caller's answers streams under this chat id (never used, finished, resume off, persistence off).",
+        responses={
+            200: ResponseSpec(data_container=str, media_type=EVENT_STREAM, description=_STREAM_DOC),
+            204: ResponseSpec(data_container=None, description="Nothing of the caller streams under this id."),
+        },
+    )
+    async def resume(
+        self, request: Request[Any, Any, Any], state: State, chat_id: FromPath[str]
+    ) -> Response[None] | Stream:
+        answers = live_answers(state)
+        answer = answers.of_chat(principal_of(request).name, chat_id) if answers is not None else None
+        if answer is None:
+            return Response(None, status_code=204)
+        return follow_response(answer, UIStreamEncoder().encode, EVENT_STREAM, UI_STREAM_HEADERS)
 
     @get(
         "/{chat_id:str}/messages",
