@@ -15,6 +15,7 @@ import msgspec
 
 from app.chat.hooks import ChatObserver, Outcome
 from app.streams.live import LiveAnswer, LiveAnswers
+from app.streams.redis import RedisAnswer, RedisStreams
 from providers.events import ChatEvent, DoneEvent, ErrorEvent, MetaEvent
 
 if TYPE_CHECKING:
@@ -26,21 +27,25 @@ __all__ = ("ResumeFeature",)
 class ResumeFeature:
     """Keeps each stored answer resumable (``streams.resume = true``)."""
 
-    __slots__ = ("answers",)
+    __slots__ = ("answers", "redis")
 
-    def __init__(self, answers: LiveAnswers) -> None:
+    def __init__(self, answers: LiveAnswers, redis: RedisStreams | None = None) -> None:
         self.answers = answers
+        self.redis = redis
+        """Where other replicas find this process's answers (``None``: one process, no Redis)."""
 
     async def admit(self, chat: Chat) -> ChatObserver | None:
-        return _Resumable(self.answers)
+        return _Resumable(self.answers, self.redis)
 
 
 class _Resumable(ChatObserver):
-    __slots__ = ("_answer", "_answers")
+    __slots__ = ("_answer", "_answers", "_redis", "_remote")
 
-    def __init__(self, answers: LiveAnswers) -> None:
+    def __init__(self, answers: LiveAnswers, redis: RedisStreams | None) -> None:
         self._answers = answers
+        self._redis = redis
         self._answer: LiveAnswer | None = None
+        self._remote: RedisAnswer | None = None
 
     async def started(self, chat: Chat) -> None:
         meta = chat.meta
@@ -48,23 +53,38 @@ class _Resumable(ChatObserver):
             return  # not stored: nothing to resume from, and it stops with its client
         external = chat.plan.external
         answer = LiveAnswer(chat, chat.principal.name, meta.conversation_id, external.chat_id if external else None)
-        answer.append((MetaEvent(meta),))  # what the original stream's first line was
+        first = (MetaEvent(meta),)  # what the original stream's first line was
+        answer.append(first)
         self._answer = answer
         self._answers.add(answer)
         chat.detach_on_disconnect = True
+        if self._redis is not None:
+            answer_id = meta.message_id if isinstance(meta.message_id, str) else meta.conversation_id
+            self._remote = await self._redis.publish(
+                answer.owner, answer.conversation_id, answer.chat_id, answer_id, first
+            )
 
     def batch(self, events: Sequence[ChatEvent]) -> None:
         if self._answer is not None:
             self._answer.append(events)
+            if self._remote is not None:
+                self._remote.add(events)
 
     async def finishing(self, chat: Chat, outcome: Outcome) -> None:
         answer = self._answer
         if answer is None:
             return
-        if outcome.error is not None and outcome.kind != "complete":
-            answer.end(ErrorEvent(outcome.error))
-        else:
-            answer.end(DoneEvent(True, outcome.finish_reason or "cancelled"))
+        last: tuple[ChatEvent, ...] | None = None
+        if not answer.ended:  # stopped: its terminal event did not pass through batch
+            terminal: ChatEvent = (
+                ErrorEvent(outcome.error)
+                if outcome.error is not None
+                else DoneEvent(True, outcome.finish_reason or "cancelled")
+            )
+            last = (terminal,)
+            answer.append(last)
+        if self._remote is not None:
+            await self._remote.end(last)
 
     async def released(self, chat: Chat, outcome: Outcome) -> None:
         if self._answer is not None:

@@ -101,5 +101,8 @@ class LiveAnswers:
     def of_chat(self, owner: str, chat_id: str) -> LiveAnswer | None:
         return self._by_chat.get((owner, chat_id))
 
+    def all(self) -> list[LiveAnswer]:
+        return list(self._by_conversation.values())
+
     def __len__(self) -> int:
         return len(self._by_conversation)

@@ -26,10 +26,11 @@ from app.history.store import HistoryStore
 from app.openapi import problem_responses
 from app.principal import principal_of
 from app.streams.live import LiveAnswer, LiveAnswers
+from app.streams.redis import RedisStreams
 from app.transports.ndjson import NDJSON_MEDIA_TYPE, STREAM_HEADERS, encode_batch
 from providers.events import ChatEvent
 
-__all__ = ("StreamsController", "follow_response", "live_answers")
+__all__ = ("StreamsController", "find_answer", "follow_response", "live_answers")
 
 #: How long ``/stop`` waits for the stopped answer's final write before it answers.
 _STOP_WAIT_SECONDS: Final = 5.0
@@ -41,13 +42,36 @@ def live_answers(state: State) -> LiveAnswers | None:
     return answers
 
 
+async def find_answer(
+    state: State, owner: str, *, conversation_id: str | None = None, chat_id: str | None = None
+) -> AsyncIterator[Sequence[ChatEvent]] | None:
+    """The batches of ``owner``'s answer streaming there — this process's, else another replica's — or ``None``."""
+    answers = live_answers(state)
+    if answers is None:
+        return None
+    answer: LiveAnswer | None = (
+        answers.of_conversation(owner, conversation_id)
+        if conversation_id is not None
+        else answers.of_chat(owner, chat_id or "")
+    )
+    if answer is not None:
+        return answer.follow()
+    redis: RedisStreams | None = state.get("redis_streams")
+    if redis is None:
+        return None
+    return await redis.follow(owner, conversation_id=conversation_id, chat_id=chat_id)
+
+
 def follow_response(
-    answer: LiveAnswer, encode: Callable[[Sequence[ChatEvent]], bytes], media_type: str, headers: dict[str, str]
+    batches: AsyncIterator[Sequence[ChatEvent]],
+    encode: Callable[[Sequence[ChatEvent]], bytes],
+    media_type: str,
+    headers: dict[str, str],
 ) -> Stream:
     """What was sent so far as one write, then each batch as it comes, until the terminal event."""
 
     async def body() -> AsyncIterator[bytes]:
-        async for batch in answer.follow():
+        async for batch in batches:
             yield encode(batch)
 
     return Stream(body(), media_type=media_type, headers=headers, status_code=200)
@@ -85,13 +109,12 @@ class StreamsController(Controller):
     ) -> Response[None] | Stream:
         owner = principal_of(request).name
         identifier = conversation_uuid(conversation_id)
-        answers = live_answers(state)
-        answer = answers.of_conversation(owner, str(identifier)) if answers is not None else None
-        if answer is None:
+        batches = await find_answer(state, owner, conversation_id=str(identifier))
+        if batches is None:
             if not await history.owns(owner, identifier):
                 raise NotFound("no such conversation")
             return Response(None, status_code=204)
-        return follow_response(answer, encode_batch, NDJSON_MEDIA_TYPE, STREAM_HEADERS)
+        return follow_response(batches, encode_batch, NDJSON_MEDIA_TYPE, STREAM_HEADERS)
 
     @post(
         "/{conversation_id:str}/stop",
@@ -108,6 +131,7 @@ class StreamsController(Controller):
     async def stop(
         self,
         request: Request[Any, Any, Any],
+        state: State,
         pipeline: NamedDependency[SkipValidation[ChatPipeline]],
         history: NamedDependency[SkipValidation[HistoryStore]],
         conversation_id: FromPath[str],
@@ -118,6 +142,9 @@ class StreamsController(Controller):
             raise NotFound("no such conversation")
         run = pipeline.stop_conversation(owner, str(identifier))
         if run is None:
+            redis: RedisStreams | None = state.get("redis_streams")
+            if redis is not None and await redis.request_stop(owner, str(identifier)):  # another replica's
+                return Response({"stopped": True, "conversation_id": str(identifier)}, status_code=200)
             return Response(None, status_code=204)
         try:
             async with asyncio.timeout(_STOP_WAIT_SECONDS):

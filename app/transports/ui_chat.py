@@ -22,9 +22,9 @@ from app.history.feature import PERSISTENCE_OFF
 from app.history.store import HistoryStore
 from app.openapi import problem_responses
 from app.principal import client_address, principal_of
-from app.streams.routes import follow_response, live_answers
+from app.streams.routes import find_answer, follow_response
 from app.transports.run_body import CLIENT_CLOSED_REQUEST, RunStream, disconnected
-from app.transports.ui_messages import UIChatBody, chat_id_of, chat_request_of, ui_messages_of
+from app.transports.ui_messages import CHAT_ID, UIChatBody, chat_id_of, chat_request_of, ui_messages_of
 from app.transports.ui_stream import UI_STREAM_HEADERS, UIStreamEncoder
 
 __all__ = ("UIChatController",)
@@ -89,11 +89,12 @@ class UIChatController(Controller):
     async def resume(
         self, request: Request[Any, Any, Any], state: State, chat_id: FromPath[str]
     ) -> Response[None] | Stream:
-        answers = live_answers(state)
-        answer = answers.of_chat(principal_of(request).name, chat_id) if answers is not None else None
-        if answer is None:
+        if not CHAT_ID.fullmatch(chat_id):
             return Response(None, status_code=204)
-        return follow_response(answer, UIStreamEncoder().encode, EVENT_STREAM, UI_STREAM_HEADERS)
+        batches = await find_answer(state, principal_of(request).name, chat_id=chat_id)
+        if batches is None:
+            return Response(None, status_code=204)
+        return follow_response(batches, UIStreamEncoder().encode, EVENT_STREAM, UI_STREAM_HEADERS)
 
     @get(
         "/{chat_id:str}/messages",

@@ -1,4 +1,4 @@
-"""The `/api/chat` tests reuse the persistence fixtures: uvicorn, SQLite and PostgreSQL, the fake upstream."""
+"""The `/api/chat` tests reuse the persistence fixtures (uvicorn, SQLite, PostgreSQL, the fake upstream) and Redis's."""
 
 from __future__ import annotations
 
@@ -10,3 +10,4 @@ from tests.history.conftest import (  # noqa: F401 (fixtures, registered by bein
     start_history,
     upstream,
 )
+from tests.limits.conftest import prefix, redis_url  # noqa: F401 (fixtures, as above)
