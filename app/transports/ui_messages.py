@@ -163,11 +163,17 @@ def _assistant_turns(parts: Sequence[Mapping[str, Any]], where: str) -> list[Cha
 
 
 def ui_messages_of(messages: Sequence[tuple[Message, str | None]], conversation_id: str) -> list[dict[str, Any]]:
-    """A stored conversation as the SDK's ``UIMessage`` list (for ``useChat({ messages })``)."""
+    """A stored conversation as the SDK's ``UIMessage`` list (for ``useChat({ messages })``).
+
+    An answer still streaming is left out: a client that reloads gets it whole by resuming
+    (``GET /api/chat/{id}/stream`` replays it from its start), not as a stored half plus a replay.
+    """
     out: list[dict[str, Any]] = []
     for message, status in messages:
         if message.role not in ("user", "assistant", "system"):
             continue  # tool turns have no message of their own in the SDK's model
+        if status == "streaming":
+            continue
         parts: list[dict[str, Any]] = []
         ui: dict[str, Any] = {"id": str(message.id), "role": message.role, "parts": parts}
         if message.role == "assistant":

@@ -3,10 +3,10 @@
 import { AbstractChat, DefaultChatTransport } from 'ai';
 
 class MemoryState {
-  constructor() {
+  constructor(messages = []) {
     this.status = 'ready';
     this.error = undefined;
-    this.messages = [];
+    this.messages = messages;
   }
   pushMessage(message) { this.messages = this.messages.concat(message); }
   popMessage() { this.messages = this.messages.slice(0, -1); }
@@ -17,8 +17,8 @@ class MemoryState {
 }
 
 class NodeChat extends AbstractChat {
-  constructor(init) {
-    super({ ...init, state: new MemoryState() });
+  constructor({ messages, ...init }) {
+    super({ ...init, state: new MemoryState(messages) });
   }
 }
 
@@ -82,10 +82,38 @@ const run = {
     await bounded(sent, 'the stopped answer');
     return summary(name, chat, data, { textAtStop: textSoFar() });
   },
+  // reload: the page goes away mid-answer (with resume on that only detaches); a new Chat with the
+  // stored messages re-attaches through the transport's reconnect URL and gets the whole answer.
+  async reload(name) {
+    const chatId = `node-reload-${Date.now().toString(36)}`;
+    const transport = () => new DefaultChatTransport({ api: `${url}/api/chat`, body: { model: 'case-reload' } });
+    const before = new NodeChat({ id: chatId, transport: transport() });
+    const sent = before.sendMessage({ text: 'tell me everything' });
+    const lastText = (chat) => {
+      const last = chat.messages[chat.messages.length - 1];
+      return last && last.role === 'assistant' ? last.parts.filter((p) => p.type === 'text').map((p) => p.text).join('') : '';
+    };
+    await waitFor(() => lastText(before).length > 0, 'a delta before the reload');
+    const textBeforeReload = lastText(before);
+    await before.stop();
+    await bounded(sent, 'the first page\'s request');
+    const stored = await (await fetch(`${url}/api/chat/${chatId}/messages`)).json();
+    const after = new NodeChat({ id: chatId, transport: transport(), messages: stored });
+    await bounded(after.resumeStream(), 'the resumed answer');
+    // A chat that never streamed: the reconnect answers 204 and nothing happens.
+    const fresh = new NodeChat({ id: `${chatId}-new`, transport: transport() });
+    await bounded(fresh.resumeStream(), 'a resume of a new chat');
+    return {
+      ...summary(name, after, []),
+      textBeforeReload,
+      storedRoles: stored.map((m) => m.role),
+      fresh: { status: fresh.status, error: fresh.error ? fresh.error.message : null, messages: fresh.messages.length },
+    };
+  },
 };
 
 for (const name of cases) {
-  const runner = name === 'stop' ? run.stop : run.plain;
+  const runner = name === 'stop' ? run.stop : name === 'reload' ? run.reload : run.plain;
   try {
     console.log(JSON.stringify(await runner(name)));
   } catch (error) {

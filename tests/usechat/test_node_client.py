@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from app.config import Settings
-from app.sections import DatabaseSettings
+from app.sections import DatabaseSettings, StreamsSettings
 from providers import OpenAIConfig
 from tests.fake_upstream import FakeUpstream, Reply, sse_chunks, sse_event
 from tests.history.conftest import Serve
@@ -112,3 +112,31 @@ async def test_the_sdk_client_reads_every_kind_of_answer(
     conversation_id = answer("stop")["metadata"]["conversation_id"]
     interrupted = await wait_for_status(client, service.url, conversation_id, "interrupted")
     assert interrupted["content"].startswith("t0 ")
+
+
+async def test_the_sdk_client_resumes_after_a_reload(
+    node: str, serve: Serve, upstream: FakeUpstream, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    tokens = [f"w{n} " for n in range(30)]
+    upstream.on("case-reload", Reply(writes=sse_chunks(tokens), delay=0.04))
+    settings = Settings(
+        providers={"local": OpenAIConfig(base_url=upstream.base_url, model="fake-model")},
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'agent-backend.db'}"),
+        streams=StreamsSettings(resume=True),
+    )
+    service = await serve(settings)
+    output = await run_node(node, "test.mjs", service.url, "reload")
+    result = json.loads(output.splitlines()[0])
+    assert "failure" not in result, result.get("failure")
+    assert result["textBeforeReload"] and result["textBeforeReload"] != "".join(tokens)
+    assert result["storedRoles"] == ["user"]  # the answer was still streaming: it comes by the resume
+    assert result["status"] == "ready" and result["error"] is None
+    messages = result["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    text = [p["text"] for p in messages[1]["parts"] if p["type"] == "text"]
+    assert text == ["".join(tokens)]  # whole, once: replayed from its start, then followed
+    assert upstream.requests[-1].disconnected_at is None  # the reload never stopped the generation
+    stored = await conversation(client, service.url, messages[1]["metadata"]["conversation_id"])
+    assert stored["messages"][-1]["id"] == messages[1]["id"]
+    assert stored["messages"][-1]["status"] == "complete"
+    assert result["fresh"] == {"status": "ready", "error": None, "messages": 0}
