@@ -1,15 +1,15 @@
 """Live answers through Redis, so that a resume or a stop reaches the replica that is generating.
 
 Keys (under ``rate_limit.key_prefix``, every one with an expiry):
-``<prefix>streams:answer:<uuid>`` — a Redis stream, one entry per batch (its NDJSON lines), the
-terminal batch last; ``<prefix>streams:<owner hash>:conversation:<uuid>`` and
+``<prefix>streams:answer:<uuid>`` — a Redis stream whose entries hold the answer's NDJSON lines
+(what queued since the last write), the terminal line last; ``<prefix>streams:<owner hash>:conversation:<uuid>`` and
 ``<prefix>streams:<owner hash>:chat:<chat id>`` — which answer streams there, deleted when it
 ends. Stops travel on the channel ``<prefix>streams:stop``; every replica listens and stops the
 answer if it is its own.
 
 The producer never waits on Redis per batch: ``batch`` queues the encoded lines and a task of
-the answer's own sends what has queued in one round trip, so a slow Redis delays readers on
-other replicas, never the original stream.
+the answer's own sends what has queued in one round trip, at most every 50 ms, so a slow Redis
+delays readers on other replicas, never the original stream.
 """
 
 from __future__ import annotations
@@ -52,6 +52,10 @@ _ENDED_EXPIRE_SECONDS: Final = 60
 _READ_BLOCK_MS: Final = 1000
 _IDLE_SECONDS: Final = 300.0
 _FLUSH_SECONDS: Final = 5.0
+#: Batches that arrive within this long go to Redis in one round trip (readers elsewhere lag by at most this).
+_COALESCE_SECONDS: Final = 0.05
+#: The keys' expiry is renewed this often while an answer streams (not with every write).
+_RENEW_SECONDS: Final = 60.0
 _KINDS: Final[dict[str, type[Any]]] = {
     "meta": MetaEvent,
     "delta": DeltaEvent,
@@ -84,7 +88,7 @@ def _owner_key(owner: str) -> str:
 class RedisAnswer:
     """One answer of this process, published: queued per batch, sent by its own task."""
 
-    __slots__ = ("_client", "_index", "_key", "_pending", "_task", "_wake", "_where")
+    __slots__ = ("_client", "_index", "_key", "_pending", "_renewed", "_task", "_wake", "_where")
 
     def __init__(self, client: aioredis.Redis, key: str, index: list[str], where: str) -> None:
         self._client = client
@@ -94,9 +98,10 @@ class RedisAnswer:
         self._pending: list[bytes] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._renewed = 0.0
 
-    def start(self, first: Sequence[ChatEvent]) -> None:
-        self._pending.append(encode_batch(first))
+    def start(self) -> None:
+        self._renewed = time.monotonic()  # the keys were just written with their expiry
         self._task = asyncio.get_running_loop().create_task(self._send_forever(), name="resume publisher")
 
     def add(self, batch: Sequence[ChatEvent]) -> None:
@@ -127,6 +132,7 @@ class RedisAnswer:
         failing = False
         while True:
             await self._wake.wait()
+            await asyncio.sleep(_COALESCE_SECONDS)  # what arrives meanwhile goes in the same round trip
             self._wake.clear()
             try:
                 await self._flush()
@@ -140,10 +146,16 @@ class RedisAnswer:
     async def _flush(self) -> None:
         if not self._pending:
             return
-        batches, self._pending = self._pending, []
+        # One entry for everything queued: the lines keep their order, and a reader splits them again.
+        data = b"".join(self._pending)
+        self._pending = []
+        now = time.monotonic()
+        if now - self._renewed <= _RENEW_SECONDS:
+            await self._client.xadd(self._key, {"b": data})
+            return
+        self._renewed = now
         async with self._client.pipeline(transaction=False) as pipe:
-            for data in batches:
-                pipe.xadd(self._key, {"b": data})
+            pipe.xadd(self._key, {"b": data})
             pipe.expire(self._key, _EXPIRE_SECONDS)
             for key in self._index:
                 pipe.expire(key, _EXPIRE_SECONDS)
@@ -181,6 +193,8 @@ class RedisStreams:
             index.append(self._chat_key(owner, chat_id))
         try:
             async with asyncio.timeout(_TIMEOUT_SECONDS), self._client.pipeline(transaction=False) as pipe:
+                pipe.xadd(key, {"b": encode_batch(first)})  # the stream exists (with its expiry) before it is named
+                pipe.expire(key, _EXPIRE_SECONDS)
                 for name in index:
                     pipe.set(name, key, ex=_EXPIRE_SECONDS)
                 await pipe.execute()
@@ -192,7 +206,7 @@ class RedisStreams:
             )
             return None
         answer = RedisAnswer(self._client, key, index, self._where)
-        answer.start(first)
+        answer.start()
         return answer
 
     async def streaming(self, owner: str, *, conversation_id: str | None = None, chat_id: str | None = None) -> bool:
