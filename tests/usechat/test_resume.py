@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import msgspec
+from websockets.asyncio.client import connect
 
 from app.sections import StreamsSettings
 from tests.fake_upstream import FakeUpstream, Reply, sse_chunks
@@ -136,4 +137,32 @@ async def test_an_answer_that_is_not_stored_stops_on_disconnect_even_with_resume
         async for chunk in response.aiter_bytes():
             if b"delta" in chunk:
                 break
+    await asyncio.wait_for(upstream.requests[-1].disconnected.wait(), 1)
+
+
+async def test_a_websocket_that_closes_detaches_and_a_cancel_still_stops(
+    serve: Serve, upstream: FakeUpstream, database_url: str, client: httpx.AsyncClient
+) -> None:
+    service = await resumable(serve, upstream, database_url)
+    slow(upstream)
+    ws_url = service.url.replace("http://", "ws://") + "/chat/ws"
+    async with connect(ws_url) as ws:
+        await ws.send(json.dumps({"type": "chat", "message": "go"}))
+        meta = json.loads(await ws.recv())["meta"]
+        assert "delta" in json.loads(await ws.recv())
+    # The socket is closed: the answer runs on, and a reader gets it whole.
+    resumed = await client.get(f"{service.url}/conversations/{meta['conversation_id']}/stream")
+    lines = [json.loads(line) for line in resumed.text.splitlines()]
+    assert "".join(line.get("delta", "") for line in lines) == WHOLE
+    assert upstream.requests[-1].disconnected_at is None
+    # A cancel frame is a real stop.
+    async with connect(ws_url) as ws:
+        await ws.send(json.dumps({"type": "chat", "message": "again"}))
+        json.loads(await ws.recv())
+        json.loads(await ws.recv())
+        await ws.send(json.dumps({"type": "cancel"}))
+        last: dict[str, Any] = {}
+        while "done" not in last and "error" not in last:
+            last = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert last["done"] is True and last["finish_reason"] == "cancelled"
     await asyncio.wait_for(upstream.requests[-1].disconnected.wait(), 1)
