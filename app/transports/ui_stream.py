@@ -138,6 +138,16 @@ _PREFIX: Final = b"data: "
 _SUFFIX: Final = b"\n\n"
 
 
+_DELTA_TAIL: Final = b"}" + _SUFFIX
+
+
+def _delta_head(empty: _Part) -> bytes:
+    """``data: {…,"delta":`` of a delta part (its ``delta`` field last), to which each delta's JSON string is added."""
+    encoded = _PREFIX + _encoder.encode(empty)
+    assert encoded.endswith(b'"delta":""}')
+    return encoded[: -len(b'""}')]
+
+
 def finish_reason_of(reason: str | None) -> str:
     """Our (the upstream's) finish reason as one the SDK knows; anything else, ``cancelled`` too, is ``other``."""
     return _FINISH_REASONS.get(reason or "", "other")
@@ -146,7 +156,16 @@ def finish_reason_of(reason: str | None) -> str:
 class UIStreamEncoder:
     """Encodes one answer's batches; each batch becomes one buffer (one write to the client)."""
 
-    __slots__ = ("_buffer", "_reasoning", "_reasoning_count", "_text", "_text_count", "_tools")
+    __slots__ = (
+        "_buffer",
+        "_reasoning",
+        "_reasoning_count",
+        "_reasoning_head",
+        "_text",
+        "_text_count",
+        "_text_head",
+        "_tools",
+    )
 
     def __init__(self) -> None:
         self._text: str | None = None
@@ -154,6 +173,10 @@ class UIStreamEncoder:
         self._reasoning: str | None = None
         self._text_count = 0
         self._reasoning_count = 0
+        # A delta is the open part's bytes up to its "delta" value, the value, and the close: one
+        # encode of the string per token, no part object.
+        self._text_head = b""
+        self._reasoning_head = b""
         self._tools: dict[int, tuple[str, str]] = {}
         """Open tool calls by our index: their id and name."""
         self._buffer = bytearray()
@@ -198,20 +221,26 @@ class UIStreamEncoder:
         if self._reasoning is not None:
             self._put(_ReasoningEnd(self._reasoning))
             self._reasoning = None
-        part = self._text
-        if part is None:
+        if self._text is None:
             self._text_count += 1
             self._text = part = f"text-{self._text_count}"
             self._put(_TextStart(part))
-        self._put(_TextDelta(part, delta))
+            self._text_head = _delta_head(_TextDelta(part, ""))
+        buffer = self._buffer
+        buffer += self._text_head
+        _encoder.encode_into(delta, buffer, -1)
+        buffer += _DELTA_TAIL
 
     def _reasoning_delta(self, delta: str) -> None:
-        part = self._reasoning
-        if part is None:
+        if self._reasoning is None:
             self._reasoning_count += 1
             self._reasoning = part = f"reasoning-{self._reasoning_count}"
             self._put(_ReasoningStart(part))
-        self._put(_ReasoningDelta(part, delta))
+            self._reasoning_head = _delta_head(_ReasoningDelta(part, ""))
+        buffer = self._buffer
+        buffer += self._reasoning_head
+        _encoder.encode_into(delta, buffer, -1)
+        buffer += _DELTA_TAIL
 
     def _tool_delta(self, event: ToolCallDeltaEvent) -> None:
         fragment = event.tool_call_delta
