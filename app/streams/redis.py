@@ -170,7 +170,11 @@ class RedisStreams:
     def __init__(self, url: str, prefix: str) -> None:
         # No I/O here: connections are made on first use, on the loop that uses them.
         self._client: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=_TIMEOUT_SECONDS, socket_timeout=None, retry=Retry(NoBackoff(), 1)
+            # Reads block up to a second (XREAD BLOCK): the socket timeout is well above that, never unbounded.
+            url,
+            socket_connect_timeout=_TIMEOUT_SECONDS,
+            socket_timeout=5.0,
+            retry=Retry(NoBackoff(), 1),
         )
         pool = self._client.connection_pool.connection_kwargs
         self._where = f"{pool.get('host', 'redis')}:{pool.get('port', '')}"
