@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -35,6 +36,7 @@ async def spawn(
             AGENT_STREAMS__RESUME="true",
             AGENT_STREAMS__REDIS_URL=redis_url,
             AGENT_RATE_LIMIT__KEY_PREFIX=prefix,
+            AGENT_SHUTDOWN_GRACE_SECONDS="0.5",
         )
         process = await start_service_process(tmp_path / f"{name}.log", settings)
         started.append(process)
@@ -92,3 +94,22 @@ async def test_stop_on_another_replica_stops_the_generation(
     message = (await conversation(client, second.url, conversation_id))["messages"][-1]
     assert message["status"] == "interrupted"
     assert (await client.post(f"{second.url}/conversations/{conversation_id}/stop")).status_code == 204
+
+
+async def test_shutdown_stops_a_detached_answer_and_its_readers(
+    spawn: Spawn, upstream: FakeUpstream, client: httpx.AsyncClient
+) -> None:
+    first, second = await spawn("first"), await spawn("second")
+    upstream.on("fake-model", Reply(writes=sse_chunks(TOKENS), delay=0.2))
+    start = await leave_after_first_delta(client, first.url, "shut-down")
+    conversation_id = start["messageMetadata"]["conversation_id"]
+    reader = asyncio.create_task(client.get(f"{second.url}/api/chat/shut-down/stream"))
+    await asyncio.sleep(0.3)
+    first.signal(signal.SIGTERM)
+    assert await first.wait() in (0, -signal.SIGTERM)  # as the operations tests accept
+    parts = ui_parts(await asyncio.wait_for(reader, 10))
+    errors = [p for p in parts if isinstance(p, dict) and p["type"] == "data-error"]
+    assert errors and errors[0]["data"]["code"] == "server_shutdown"
+    assert parts[-2] == {"type": "finish", "finishReason": "error"}
+    message = (await conversation(client, second.url, conversation_id))["messages"][-1]
+    assert message["status"] == "interrupted" and WHOLE.startswith(message["content"])
