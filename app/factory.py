@@ -31,7 +31,9 @@ from app.ops.ready import Readiness, ready
 from app.ops.requests import RequestLog
 from app.playground import playground_routes
 from app.request import JSONSafeRequest
+from app.streams.routes import StreamsController
 from app.transports.ndjson import ChatController
+from app.transports.ui_chat import UIChatController
 from app.transports.websocket import FRAMES_DOC, chat_socket
 from providers.registry import ProviderRegistry
 
@@ -78,7 +80,7 @@ def create_app(
         route_handlers=[
             Router(
                 "/",
-                route_handlers=[ChatController, chat_socket],
+                route_handlers=[ChatController, UIChatController, StreamsController, chat_socket],
                 dependencies={**DEPENDENCIES, **(dependencies or {})},
             ),
             ModelsController,

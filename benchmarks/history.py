@@ -15,6 +15,10 @@ false and true, taking turns, so the difference is what persistence adds:
   per ``history.checkpoint_seconds`` of streaming (a 2,000-token answer at this pace streams
   for 20 s); ``--checkpoint-seconds 1000`` leaves the checkpoints out, so that what is left at
   both lengths is the per-answer cost, and any per-token cost would show as a tenfold growth.
+- RESUME (``--scenarios resume``): the CPU scenario and sequential ``store: true`` TTFD on two
+  more services of the same database, ``streams.resume`` on (in process; and through Redis with
+  ``--resume-redis redis://127.0.0.1:6379/0``), against the first (resume off): what keeping each
+  answer resumable costs (one list append per upstream read; with Redis one queued write per read).
 - LIST: ``GET /conversations?limit=20`` p50/p99 with 10,000 conversations of one owner (seeded
   straight into the database, as migrated), the first page and a page deep in the walk.
 
@@ -70,7 +74,8 @@ class ChatTarget(Target):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Persistence benchmark (see the module docstring).")
     p.add_argument("--databases", default="sqlite,postgresql")
-    p.add_argument("--scenarios", default="ttfd,cpu,list", help="any of ttfd, cpu, list")
+    p.add_argument("--scenarios", default="ttfd,cpu,list", help="any of ttfd, cpu, list, resume")
+    p.add_argument("--resume-redis", default="", help="resume scenario: also a service resuming through this Redis")
     p.add_argument(
         "--checkpoint-seconds",
         type=float,
@@ -94,7 +99,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def start_service(args: argparse.Namespace, upstream: Server, url: str, logdir: Path, name: str) -> Server:
+def start_service(
+    args: argparse.Namespace, upstream: Server, url: str, logdir: Path, name: str, **extra_env: str
+) -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("AGENT_", "HTTP_PROXY", "HTTPS_PROXY"))}
     env.update(
@@ -103,6 +110,7 @@ def start_service(args: argparse.Namespace, upstream: Server, url: str, logdir: 
         AGENT_PROVIDERS__LOCAL__BASE_URL=f"http://{HOST}:{upstream.port}/v1",
         AGENT_DATABASE__URL=url,
         AGENT_HISTORY__CHECKPOINT_SECONDS=str(args.checkpoint_seconds),
+        **extra_env,
     )
     flags = ["--host", HOST, "--port", str(port), "--no-access-log", "--loop", "uvloop", "--http", "httptools"]
     cmd = [args.python, "-m", "uvicorn", "app:create_app", "--factory", *flags]
@@ -290,6 +298,8 @@ async def bench_database(args: argparse.Namespace, kind: str, upstream: Server, 
             figures["ttfd"] = await ttfd_figures(server, args, kind)
         if "cpu" in args.scenarios:
             figures["cpu"] = await cpu_figures(server, args, kind)
+        if "resume" in args.scenarios:
+            figures["resume"] = await resume_figures(server, args, kind, upstream, url, logdir)
         if "list" in args.scenarios:
             figures["list"] = await list_figures(server, args, kind, url)
     finally:
@@ -348,6 +358,77 @@ async def cpu_figures(server: Server, args: argparse.Namespace, kind: str) -> di
             f" others' CPU meanwhile {row['off']['others_cpu']:.1f}/{row['store']['others_cpu']:.1f} s)"
         )
     return figures
+
+
+async def stored_ttfd(port: int, n: int) -> list[float]:
+    """Sequential 20-token ``store: true`` streams, each a new conversation: their times to first delta."""
+    model, expected = bench_model(20), bench_text(20)
+    target = ChatTarget("store", port, extra={"store": True})
+    conn = HttpConn(HOST, port)
+    found: list[float] = []
+    try:
+        for _ in range(n):
+            outcome = await one_stream(conn, target, model, expected, 30)
+            if outcome.ttfd is not None and not outcome.failure:
+                found.append(outcome.ttfd)
+    finally:
+        conn.close()
+    return found
+
+
+async def resume_figures(
+    server: Server, args: argparse.Namespace, kind: str, upstream: Server, url: str, logdir: Path
+) -> dict[str, Any]:
+    """``store: true`` streams with resume off (``server``) and on, taking turns: CPU and TTFD."""
+    variants = {"off": server}
+    started: list[Server] = []
+    try:
+        on = start_service(args, upstream, url, logdir, f"service-{kind}-resume", AGENT_STREAMS__RESUME="true")
+        started.append(on)
+        variants["on"] = on
+        if args.resume_redis:
+            redis = start_service(
+                args,
+                upstream,
+                url,
+                logdir,
+                f"service-{kind}-resume-redis",
+                AGENT_STREAMS__RESUME="true",
+                AGENT_STREAMS__REDIS_URL=args.resume_redis,
+                AGENT_RATE_LIMIT__KEY_PREFIX=f"agent-backend-bench:{uuid.uuid4().hex[:8]}:",
+            )
+            started.append(redis)
+            variants["redis"] = redis
+        for extra in started:
+            await wait_healthy(extra, 30)
+            await cpu_run(extra, True, 8, 40, 20, 0)
+        print(f"\n== {kind}: resume off / on{' / on through Redis' if args.resume_redis else ''}, store true")
+        figures: dict[str, Any] = {}
+        ttfd_runs: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(max(1, args.ttfd_requests // 50)):
+            for name, target in variants.items():  # taking turns, 50 streams at a time
+                ttfd_runs[name].extend(await stored_ttfd(target.port, 50))
+        figures["ttfd"] = {name: {"p50_ms": ms(v, 50), "p99_ms": ms(v, 99)} for name, v in ttfd_runs.items()}
+        print("  TTFD " + "  ".join(f"{n}: p50 {ms(v, 50):.3f} p99 {ms(v, 99):.3f} ms" for n, v in ttfd_runs.items()))
+        for tokens in args.cpu_tokens:
+            runs: dict[str, list[LoadResult]] = {name: [] for name in variants}
+            for _ in range(args.repeat):
+                for name, target in variants.items():
+                    runs[name].append(
+                        await cpu_run(target, True, args.cpu_clients, args.cpu_streams, tokens, args.cpu_delay_ms)
+                    )
+            row = {name: statistics.median(r.cpu_per_1k for r in results) for name, results in runs.items()}
+            failures = {name: sum(len(r.failures) for r in results) for name, results in runs.items()}
+            figures[str(tokens)] = {"cpu_per_1k": row, "failures": failures}
+            print(
+                f"  {tokens:5d} tokens: CPU s/1k tokens "
+                + "  ".join(f"{n} {v:.4f}" for n, v in row.items())
+                + f"  (failures {failures})"
+            )
+        return figures
+    finally:
+        for extra in started:
+            extra.stop()
 
 
 async def list_figures(server: Server, args: argparse.Namespace, kind: str, url: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -11,7 +12,20 @@ from app.config import Limits
 from app.errors import InvalidRequest
 from providers.base import ChatMessage, ChatParams, ToolChoice, ToolSpec
 
-__all__ = ("ChatRequest", "params_of", "parse_chat_request", "prompt_chars", "stores")
+__all__ = ("ChatRequest", "ExternalChat", "params_of", "parse_chat_request", "prompt_chars", "stores")
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalChat:
+    """A stored conversation named by the client's own id (the AI SDK's chat id) instead of its UUID.
+
+    Created on first use; ``regenerate`` first removes the stored answer ``answer_id`` (else the
+    last one) and the user turn it answered, which the request sends again.
+    """
+
+    chat_id: str
+    regenerate: bool = False
+    answer_id: str | None = None
 
 
 class ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):

@@ -31,7 +31,7 @@ import msgspec
 
 from app.chat.cancel import LateWatch, StopScope
 from app.chat.hooks import ChatFeature, ChatObserver, Outcome
-from app.chat.request import ChatRequest, params_of, parse_chat_request
+from app.chat.request import ChatRequest, ExternalChat, params_of, parse_chat_request
 from app.chat.routing import Attempt, route
 from app.config import Limits
 from app.errors import ServerShutdown
@@ -71,12 +71,14 @@ class ChatPlan:
     principal: Principal
     client: str
     """The client's address (for limits that count per address)."""
+    external: ExternalChat | None = None
+    """The stored conversation the client names by its own id (``POST /api/chat``), if any."""
 
 
 class Chat:
     """One answer as features see it: the plan, then who answered and when."""
 
-    __slots__ = ("admitted_at", "meta", "opened_at", "params", "plan")
+    __slots__ = ("admitted_at", "detach_on_disconnect", "meta", "opened_at", "params", "plan")
 
     def __init__(self, plan: ChatPlan) -> None:
         self.plan = plan
@@ -87,6 +89,8 @@ class Chat:
         self.admitted_at = time.monotonic()
         self.opened_at: float | None = None
         """When the upstream's headers came in."""
+        self.detach_on_disconnect = False
+        """Set by a feature (resume): when the client leaves, the answer runs on to its end unsent."""
 
     @property
     def principal(self) -> Principal:
@@ -120,7 +124,9 @@ class ChatPipeline:
         """
         return await self.plan_request(parse_chat_request(data, self.limits), principal, client)
 
-    async def plan_request(self, request: ChatRequest, principal: Principal, client: str) -> ChatPlan:
+    async def plan_request(
+        self, request: ChatRequest, principal: Principal, client: str, external: ExternalChat | None = None
+    ) -> ChatPlan:
         """Resolve an already validated request: the provider that answers, then its fallbacks.
 
         Raises:
@@ -128,12 +134,21 @@ class ChatPipeline:
                 provider lists when the default provider is not one of them.
         """
         attempts = await route(request.model, self.registry, self.catalog)
-        return ChatPlan(request, params_of(request), attempts, principal, client)
+        return ChatPlan(request, params_of(request), attempts, principal, client, external)
 
     @property
     def live(self) -> int:
         """Answers open right now."""
         return len(self._live)
+
+    def stop_conversation(self, owner: str, conversation_id: str) -> ChatRun | None:
+        """Stop ``owner``'s answer streaming on ``conversation_id`` in this process (``/stop``); it, or ``None``."""
+        for run in self._live:
+            meta = run.chat.meta
+            if meta is not None and meta.conversation_id == conversation_id and run.chat.principal.name == owner:
+                run.stop("cancelled")
+                return run
+        return None
 
     def stop_all(self, reason: Literal["cancelled", "shutdown"]) -> None:
         """Stop every open answer (server shutdown)."""
@@ -209,7 +224,18 @@ class ChatPipeline:
 class ChatRun:
     """One open answer: pump it to a transport once; stop it from anywhere."""
 
-    __slots__ = ("_closed", "_events", "_live", "_observers", "_outcome", "_pumped", "_scope", "_stop", "chat")
+    __slots__ = (
+        "_closed",
+        "_ended",
+        "_events",
+        "_live",
+        "_observers",
+        "_outcome",
+        "_pumped",
+        "_scope",
+        "_stop",
+        "chat",
+    )
 
     def __init__(self, chat: Chat, events: EventStream, observers: list[ChatObserver], live: set[ChatRun]) -> None:
         self.chat = chat
@@ -221,11 +247,20 @@ class ChatRun:
         self._outcome: Outcome | None = None
         self._pumped = False
         self._closed = False
+        self._ended: asyncio.Event | None = None
 
     @property
     def outcome(self) -> Outcome | None:
         """How the answer ended, once it has."""
         return self._outcome
+
+    async def wait_ended(self) -> None:
+        """Return once the answer has ended and every observer has released it (its final write is done)."""
+        if self._ended is None:
+            self._ended = asyncio.Event()
+        if self not in self._live and self._outcome is not None:
+            return
+        await self._ended.wait()
 
     def stop(self, reason: StopReason) -> None:
         """End the answer early: ``cancelled`` and ``shutdown`` still send a terminal event, ``client_gone`` nothing."""
@@ -340,6 +375,8 @@ class ChatRun:
         await self._close()
         self._live.discard(self)
         await _released(self._observers, self.chat, self._outcome)
+        if self._ended is not None:
+            self._ended.set()
 
 
 async def _conclude(observers: Sequence[ChatObserver], chat: Chat, outcome: Outcome) -> None:

@@ -60,6 +60,13 @@ def conversation_uuid(value: str) -> uuid.UUID:
         raise NotFound("no such conversation (conversation ids are UUIDs)") from None
 
 
+def _uuid_or_none(value: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 def with_history(chat: Chat, turns: Sequence[StoredTurn]) -> ChatParams:
     """What goes upstream: the request's ``system`` first, the stored turns, then the request's own turns."""
     params = chat.params
@@ -132,6 +139,11 @@ class HistoryFeature:
         request = chat.plan.request
         identifier = conversation_uuid(request.conversation_id) if request.conversation_id is not None else None
         owner = chat.plan.principal.name
+        external = chat.plan.external
+        if external is not None:
+            identifier = await self.store.find_external(owner, external.chat_id)
+            if identifier is not None and external.regenerate:
+                await self.store.rewind(owner, identifier, _uuid_or_none(external.answer_id))
         if identifier is not None and request.messages:
             # Tool results for the stored conversation's last answer: checked against its calls
             # before anything of this request is stored.
@@ -142,7 +154,8 @@ class HistoryFeature:
             return None
         turns = _request_turns(chat)
         title = next((title_of(turn.content) for turn in turns if turn.role == "user"), "")
-        claim = await self.store.begin(owner, identifier, turns, title)
+        new_name = external.chat_id if external is not None and identifier is None else None
+        claim = await self.store.begin(owner, identifier, turns, title, new_name)
         chat.params = with_history(chat, claim.history)
         return AnswerRecorder(self.store, claim)
 

@@ -27,7 +27,10 @@ class Conversation(DefaultBase):
     """
 
     __tablename__ = "conversations"
-    __table_args__ = (Index("ix_conversations_owner_updated", "owner", "updated_at", "id"),)
+    __table_args__ = (
+        Index("ix_conversations_owner_updated", "owner", "updated_at", "id"),
+        Index("ix_conversations_owner_external", "owner", "external_id", unique=True),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
 
@@ -39,6 +42,8 @@ class Conversation(DefaultBase):
     """Messages stored; also the position the next one takes (messages are only ever removed from the end)."""
     streaming_message_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTimeUTC, default=None)
+    external_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    """The client's own name for the conversation (the AI SDK's chat id), unique per owner."""
 
 
 class Message(DefaultBase):

@@ -30,6 +30,7 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    func,
     insert,
     literal,
     or_,
@@ -38,7 +39,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.errors import Conflict, NotFound, StorageUnavailable
@@ -252,6 +253,7 @@ class HistoryStore:
                 message_count=1,
                 streaming_message_id=bindparam("answer_id"),
                 heartbeat_at=db_now(),
+                external_id=bindparam("new_external"),
             )
             .returning(c.id)
             .cte("new_conversation")
@@ -360,19 +362,32 @@ class HistoryStore:
     # ------------------------------------------------------------------ the chat path
 
     async def begin(
-        self, owner: str, conversation_id: uuid.UUID | None, turns: Sequence[StoredTurn], title: str
+        self,
+        owner: str,
+        conversation_id: uuid.UUID | None,
+        turns: Sequence[StoredTurn],
+        title: str,
+        external_id: str | None = None,
     ) -> Claim:
         """Claim a conversation (a new one when ``conversation_id`` is ``None``) and store the request's turns.
 
+        A new conversation gets ``external_id`` (the client's own name for it) when given.
+
         Raises:
             NotFound: no such conversation of ``owner``.
-            Conflict: another answer is streaming on it (and did not end within a second).
+            Conflict: another answer is streaming on it (and did not end within a second), or
+                another request just created the conversation ``external_id`` names.
             StorageUnavailable: the database did not answer.
         """
         assistant_id = uuid.uuid4()
         stored = [(uuid.uuid4(), turn) for turn in turns]
         if conversation_id is None:
-            return await self._retrying(lambda: self._begin_new(owner, title, stored, assistant_id))
+            try:
+                return await self._retrying(lambda: self._begin_new(owner, title, stored, assistant_id, external_id))
+            except IntegrityError:  # the unique (owner, external_id): a concurrent first message won
+                raise Conflict(
+                    "this chat is already streaming its first answer; wait for it to end and try again"
+                ) from None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CONFLICT_WAIT_SECONDS
         while True:
@@ -397,7 +412,12 @@ class HistoryStore:
             return await attempt()
 
     async def _begin_new(
-        self, owner: str, title: str, stored: list[tuple[uuid.UUID, StoredTurn]], assistant_id: uuid.UUID
+        self,
+        owner: str,
+        title: str,
+        stored: list[tuple[uuid.UUID, StoredTurn]],
+        assistant_id: uuid.UUID,
+        external_id: str | None,
     ) -> Claim:
         conversation_id = uuid.uuid4()
         if self._postgresql and len(stored) == 1 and stored[0][1].role == "user":
@@ -408,6 +428,7 @@ class HistoryStore:
                 "answer_id": assistant_id,
                 "turn_id": stored[0][0],
                 "turn_content": stored[0][1].content,
+                "new_external": external_id,
             }
             async with self._guarded(), asyncio.timeout(TIMEOUT_SECONDS), self._autocommit.connect() as db:
                 await db.execute(self._pg_new, params)
@@ -418,6 +439,7 @@ class HistoryStore:
             "title": title,
             "message_count": len(stored),
             "streaming_message_id": assistant_id,
+            "external_id": external_id,
         }
         async with self.transaction() as db:
             await db.execute(_NEW_CONVERSATION, row)
@@ -472,6 +494,56 @@ class HistoryStore:
         newest_first = [StoredTurn(*row[1:]) for row in rows if row[1] is not None]
         history = cut_history(newest_first, self.settings.max_messages, self.settings.max_chars)
         return Claim(conversation_id, (stored[0],), assistant_id, count, new=False, history=history)
+
+    async def find_external(self, owner: str, external_id: str) -> uuid.UUID | None:
+        """The conversation of ``owner`` that the client calls ``external_id``, if there is one."""
+        c = _conversations.c
+        async with self.transaction() as db:
+            found = await db.execute(select(c.id).where(c.owner == owner, c.external_id == external_id))
+            return found.scalar_one_or_none()
+
+    async def rewind(self, owner: str, conversation_id: uuid.UUID, answer_id: uuid.UUID | None) -> None:
+        """Remove the assistant message ``answer_id`` (else the last one), the user turn it answered, and what follows.
+
+        The user turn goes too because the request that regenerates an answer sends it again as its new input.
+
+        Raises:
+            Conflict: an answer is streaming on the conversation.
+        """
+        c, m = _conversations.c, _messages.c
+        async with self.transaction() as db:
+            answers = select(func.max(m.position)).where(m.conversation_id == conversation_id, m.role == "assistant")
+            if answer_id is not None:
+                answers = answers.where(m.id == answer_id)
+            target = (await db.execute(answers)).scalar_one_or_none()
+            if target is None and answer_id is not None:  # not one of ours (a client-side id): the last answer
+                target = (
+                    await db.execute(
+                        select(func.max(m.position)).where(m.conversation_id == conversation_id, m.role == "assistant")
+                    )
+                ).scalar_one_or_none()
+            if target is None:
+                return
+            asked = await db.execute(
+                select(func.max(m.position)).where(
+                    m.conversation_id == conversation_id, m.role == "user", m.position < target
+                )
+            )
+            cut = asked.scalar_one_or_none()
+            cut = target if cut is None else cut
+            # The conversation's row first: on SQLite that takes the write lock before the delete.
+            released = await db.execute(
+                update(_conversations)
+                .where(c.id == conversation_id, c.owner == owner, self._alive())
+                .values(message_count=cut, updated_at=db_now(), streaming_message_id=None, heartbeat_at=None)
+            )
+            if not _rowcount(released):
+                raise Conflict("this conversation is streaming an answer; wait for it to end (or stop it) first")
+            await db.execute(delete(_messages).where(m.conversation_id == conversation_id, m.position >= cut))
+
+    async def owns(self, owner: str, conversation_id: uuid.UUID) -> bool:
+        """Whether ``owner`` has the conversation ``conversation_id``."""
+        return await self._exists(owner, conversation_id)
 
     async def _exists(self, owner: str, conversation_id: uuid.UUID) -> bool:
         c = _conversations.c

@@ -214,7 +214,10 @@ class _Session:
     async def _stop_chat(self, reason: str, *, wait: bool = True) -> None:
         run, cancel, chat = self._run, self._cancel, self._chat
         if run is not None:
-            run.stop("cancelled" if reason == "cancelled" else "client_gone")
+            if reason == "cancelled":
+                run.stop("cancelled")
+            elif not run.chat.detach_on_disconnect:  # resume: a socket that closes only detaches
+                run.stop("client_gone")
         elif cancel is not None:
             cancel.set()
         if wait and chat is not None:
@@ -235,7 +238,7 @@ class _Session:
                     await send({"type": "websocket.send", "text": data.decode(), "bytes": None})
                 except (WebSocketDisconnect, OSError):  # the client left mid-answer
                     self._gone = True
-                    if self._run is not None:
+                    if self._run is not None and not self._run.chat.detach_on_disconnect:
                         self._run.stop("client_gone")
                     return
 
