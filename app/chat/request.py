@@ -73,8 +73,11 @@ class ChatRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
     ) = None
 
 
-def parse_chat_request(data: Any, limits: Limits) -> ChatRequest:
+def parse_chat_request(data: Any, limits: Limits, *, continues: bool = False) -> ChatRequest:
     """Validate a decoded JSON body against the contract and the configured limits.
+
+    ``continues``: the request continues a stored conversation named outside the body (the AI
+    SDK's chat id), so its ``messages`` follow the rules of ``conversation_id``.
 
     Raises:
         InvalidRequest: the body is not a chat request the service can answer.
@@ -88,7 +91,7 @@ def parse_chat_request(data: Any, limits: Limits) -> ChatRequest:
         raise InvalidRequest(f"invalid request body: {exc}") from None
     if request.message is not None and len(request.message) > limits.max_message_chars:
         raise InvalidRequest(f"message is longer than the limit of {limits.max_message_chars} characters")
-    continued = request.conversation_id is not None
+    continued = continues or request.conversation_id is not None
     if continued and request.messages is not None and not _tool_results_only(request.messages):
         raise InvalidRequest(
             '"messages" with "conversation_id" may hold only tool turns answering the stored last'
@@ -97,7 +100,7 @@ def parse_chat_request(data: Any, limits: Limits) -> ChatRequest:
     if request.message is None and not request.messages:
         raise InvalidRequest('nothing to answer: send "message" (or a non-empty "messages" list)')
     check_tools(request.tools, request.tool_choice)
-    if request.conversation_id is None:
+    if not continued:
         check_tool_turns(request.messages or ())
     # With conversation_id the tool turns answer stored calls: the history feature checks them.
     prompt = prompt_chars(request)

@@ -144,10 +144,10 @@ class HistoryFeature:
             identifier = await self.store.find_external(owner, external.chat_id)
             if identifier is not None and external.regenerate:
                 await self.store.rewind(owner, identifier, _uuid_or_none(external.answer_id))
-        if identifier is not None and request.messages:
+        if request.messages and (identifier is not None or external is not None):
             # Tool results for the stored conversation's last answer: checked against its calls
-            # before anything of this request is stored.
-            _check_tool_answers(chat, await self.store.history(owner, identifier))
+            # before anything of this request is stored (a chat id never used has no calls).
+            _check_tool_answers(chat, await self.store.history(owner, identifier) if identifier is not None else [])
         if not stores(request):
             if identifier is not None:
                 chat.params = with_history(chat, await self.store.history(owner, identifier))

@@ -82,14 +82,32 @@ def chat_request_of(data: object, limits: Limits, *, persistent: bool) -> tuple[
         turns = [msgspec.to_builtins(turn) for turn in _turns_of(body.messages)]
         return parse_chat_request({**ours, "messages": turns, "store": False}, limits), None
     last = body.messages[-1]
-    if last.role != "user":
-        raise InvalidRequest(
-            "with conversation history on, the last message must be the new user message"
-            " (tool results sent back through /api/chat are not supported yet: answer them in a new user message)"
-        )
-    text = _text_of(last.parts, "messages[-1]")
     external = ExternalChat(body.id, regenerate=body.trigger == "regenerate-message", answer_id=body.messageId)
+    if last.role == "assistant":
+        # The client ran the tools of the stored last answer and sends it back with their outputs:
+        # the new input is those tool turns (checked against the stored calls before anything is stored).
+        results = _new_tool_results(_assistant_turns(last.parts, "messages[-1]"))
+        return parse_chat_request({**ours, "messages": results, "store": True}, limits, continues=True), external
+    if last.role != "user":
+        raise InvalidRequest("with conversation history on, the last message must be a user message or tool results")
+    text = _text_of(last.parts, "messages[-1]")
     return parse_chat_request({**ours, "message": text}, limits), external
+
+
+def _new_tool_results(turns: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """The ``tool`` turns after the last step that called tools: what answers the stored last answer.
+
+    Raises:
+        InvalidRequest: that step's calls have no outputs yet.
+    """
+    last_call = max((n for n, turn in enumerate(turns) if turn.tool_calls), default=-1)
+    results = [msgspec.to_builtins(turn) for turn in turns[last_call + 1 :] if turn.role == "tool"]
+    if not results:
+        raise InvalidRequest(
+            "the last message is an assistant message without tool outputs for its last calls:"
+            " send a new user message, or the tool outputs (state output-available or output-error)"
+        )
+    return results
 
 
 def _text_of(parts: Sequence[Mapping[str, Any]], where: str) -> str:
@@ -168,10 +186,11 @@ def ui_messages_of(messages: Sequence[tuple[Message, str | None]], conversation_
     An answer still streaming is left out: a client that reloads gets it whole by resuming
     (``GET /api/chat/{id}/stream`` replays it from its start), not as a stored half plus a replay.
     """
+    results = {m.tool_call_id: m.content for m, _ in messages if m.role == "tool" and m.tool_call_id is not None}
     out: list[dict[str, Any]] = []
     for message, status in messages:
         if message.role not in ("user", "assistant", "system"):
-            continue  # tool turns have no message of their own in the SDK's model
+            continue  # a tool turn's output is part of the assistant message that called it
         if status == "streaming":
             continue
         parts: list[dict[str, Any]] = []
@@ -182,6 +201,7 @@ def ui_messages_of(messages: Sequence[tuple[Message, str | None]], conversation_
                 parts.append({"type": "reasoning", "text": message.reasoning, "state": "done"})
             if message.content:
                 parts.append({"type": "text", "text": message.content, "state": "done"})
+            parts.extend(_tool_parts(message.tool_calls or (), results))
             metadata: dict[str, Any] = {"conversation_id": conversation_id}
             if message.model is not None:
                 metadata["model"] = message.model
@@ -196,3 +216,26 @@ def ui_messages_of(messages: Sequence[tuple[Message, str | None]], conversation_
             parts.append({"type": "text", "text": message.content})
         out.append(ui)
     return out
+
+
+def _tool_parts(calls: Sequence[Mapping[str, Any]], results: Mapping[str, str]) -> list[dict[str, Any]]:
+    """A stored answer's calls as ``dynamic-tool`` parts: ``output-available`` once a tool turn answered."""
+    parts: list[dict[str, Any]] = []
+    for call in calls:
+        function = call.get("function") or {}
+        try:
+            tool_input = msgspec.json.decode(function.get("arguments") or "{}")
+        except msgspec.DecodeError:
+            tool_input = function.get("arguments")
+        part: dict[str, Any] = {
+            "type": "dynamic-tool",
+            "toolName": function.get("name", ""),
+            "toolCallId": call.get("id", ""),
+            "state": "input-available",
+            "input": tool_input,
+        }
+        output = results.get(call.get("id", ""))
+        if output is not None:
+            part.update(state="output-available", output=output)
+        parts.append(part)
+    return parts

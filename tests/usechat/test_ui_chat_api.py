@@ -269,6 +269,88 @@ async def test_tool_calls_and_reasoning_are_ui_parts(
     assert upstream.requests[-1].body["tools"] == tools
 
 
+async def test_tool_outputs_sent_back_continue_the_stored_chat(
+    start_history: StartHistory, upstream: FakeUpstream, client: httpx.AsyncClient
+) -> None:
+    """The SDK runs the tool and resubmits the assistant message with its output: the answer follows."""
+    service = await start_history()
+    chunk = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "fake-model"}
+    call = {"index": 0, "id": "call_9", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+    calling = [
+        sse_event({**chunk, "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]}),
+        sse_event(
+            {
+                **chunk,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"city":"Oslo"}'}}]},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        ),
+        sse_event({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+        b"data: [DONE]\n\n",
+    ]
+    upstream.on(
+        "fake-model",
+        lambda request: (
+            Reply(writes=calling)
+            if request.body["messages"][-1]["role"] == "user"
+            else Reply.sse(["Oslo: ", request.body["messages"][-1]["content"]])
+        ),
+    )
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    first = ui_parts(await ui_chat(client, service.url, submit("toolchat", user("weather?"), tools=tools)))
+    assert first[-2]["finishReason"] == "tool-calls"
+    answered = {
+        "id": first[0]["messageId"],
+        "role": "assistant",
+        "parts": [
+            {"type": "step-start"},
+            {
+                "type": "dynamic-tool",
+                "toolName": "get_weather",
+                "toolCallId": "call_9",
+                "state": "output-available",
+                "input": {"city": "Oslo"},
+                "output": {"temp": 3},
+            },
+        ],
+    }
+    response = await ui_chat(client, service.url, submit("toolchat", user("weather?"), answered, tools=tools))
+    assert response.status_code == 200, response.text
+    assert ui_text(ui_parts(response)) == 'Oslo: {"temp":3}'
+    sent = upstream.requests[-1].body["messages"]
+    assert [t["role"] for t in sent] == ["user", "assistant", "tool"]
+    assert sent[1]["tool_calls"][0]["id"] == "call_9"
+    assert sent[2] == {"role": "tool", "content": '{"temp":3}', "tool_call_id": "call_9"}
+
+    stored = (await client.get(f"{service.url}/api/chat/toolchat/messages")).json()
+    assert [m["role"] for m in stored] == ["user", "assistant", "assistant"]
+    tool_part = next(p for p in stored[1]["parts"] if p["type"] == "dynamic-tool")
+    assert tool_part == {
+        "type": "dynamic-tool",
+        "toolName": "get_weather",
+        "toolCallId": "call_9",
+        "state": "output-available",
+        "input": {"city": "Oslo"},
+        "output": '{"temp":3}',
+    }
+    assert stored[2]["parts"][-1] == {"type": "text", "text": 'Oslo: {"temp":3}', "state": "done"}
+
+    # Outputs for a call the stored answer never made are refused, and nothing is stored.
+    wrong = {**answered, "parts": [{**answered["parts"][1], "toolCallId": "call_zz"}]}
+    refused = await ui_chat(client, service.url, submit("toolchat", user("weather?"), wrong, tools=tools))
+    assert refused.status_code == 400 and refused.json()["code"] == "invalid_request"
+    assert len((await client.get(f"{service.url}/api/chat/toolchat/messages")).json()) == 3
+    # An assistant message without outputs is refused too.
+    bare = {**answered, "parts": [{**answered["parts"][1], "state": "input-available"}]}
+    refused = await ui_chat(client, service.url, submit("toolchat", user("weather?"), bare, tools=tools))
+    assert refused.status_code == 400 and "tool outputs" in refused.json()["detail"]
+
+
 async def test_without_persistence_the_messages_are_the_whole_conversation(
     serve: Serve, upstream: FakeUpstream, client: httpx.AsyncClient
 ) -> None:
