@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Final
 
-from litestar import Response, get
+from litestar import MediaType, Response, get
 from litestar.handlers import HTTPRouteHandler
 from litestar.router import Router
 from litestar.static_files import create_static_files_router
@@ -42,7 +42,7 @@ def _page() -> bytes:
 
 @get("/", include_in_schema=False, sync_to_thread=False, name="playground", opt={"exclude_from_auth": True})
 def playground_page() -> Response[bytes]:
-    return Response(_page(), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+    return Response(_page(), media_type=MediaType.HTML, headers=PAGE_HEADERS)
 
 
 def playground_routes(enabled: bool) -> list[HTTPRouteHandler | Router]:

@@ -46,7 +46,7 @@ def client() -> Iterator[TestClient[Litestar]]:
 def test_the_page_is_served_at_the_root_with_a_same_origin_policy(client: TestClient[Litestar]) -> None:
     response = client.get("/")
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["content-type"] == "text/html; charset=utf-8"  # once, not twice
     assert response.headers["content-security-policy"].startswith("default-src 'self';")
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.text == (STATIC_DIRECTORY / "index.html").read_text(encoding="utf-8")
