@@ -7,6 +7,7 @@ and when its client left, never against sleeps.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -350,3 +351,38 @@ async def test_an_answer_that_breaks_off_keeps_its_text_and_offers_retry(
     await page.click("#retry")
     await wait_for_answer(page, "a whole answer")
     assert await page.locator("#transcript .assistant").count() == 1
+
+
+async def test_a_tool_call_shows_as_text_and_comes_back_after_a_reload(
+    browser: Browser, live: LiveFactory, upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    service = await live(database=sqlite(tmp_path))
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+    upstream.default = Reply(
+        writes=[
+            b'data: {"choices":[{"index":0,"delta":{"tool_calls":[' + json.dumps(call).encode() + b"]}}]}\n\n",
+            b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":'
+            b'{"arguments":"{\\"city\\": \\"<b>Oslo</b>\\"}"}}]}}]}\n\n',
+            b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\n',
+            b"data: [DONE]\n\n",
+        ]
+    )
+    page = await open_playground(browser)
+    seen = watch(page)
+    await page.goto(service.url + "/")
+    await page.wait_for_selector("#model option", state="attached", timeout=TIMEOUT_MS)
+    await send(page, "Weather in Oslo?")
+    shown = 'Tool call: get_weather({"city": "<b>Oslo</b>"})'
+    tool_call = page.locator("#transcript .assistant .tool-call")
+    await tool_call.wait_for(timeout=TIMEOUT_MS)
+    assert await tool_call.text_content() == shown
+    assert await page.locator("#transcript b").count() == 0  # the arguments are text, not markup
+    note = page.locator("#transcript .assistant .turn-note")
+    assert "runs none" in (await note.text_content() or "")
+
+    await page.reload()
+    item = page.locator("#conversation-list .conversation", has_text="Weather in Oslo?")
+    await item.locator(".open").click()
+    await page.locator("#transcript .assistant .tool-call").wait_for(timeout=TIMEOUT_MS)
+    assert await page.locator("#transcript .assistant .tool-call").text_content() == shown
+    assert seen.problems == []

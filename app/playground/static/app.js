@@ -168,8 +168,10 @@ async function openConversation(id) {
   state.turns = [];
   ui.transcript.replaceChildren();
   for (const message of conversation.messages) {
-    const turn = addTurn(message.role, message.model || message.role);
+    const label = message.role === "tool" ? `Tool result (${message.tool_call_id})` : message.model || message.role;
+    const turn = addTurn(message.role, label);
     turn.text.data = message.content || "";
+    for (const call of message.tool_calls || []) turn.addToolCall(call.function.name, call.function.arguments);
     if (message.reasoning) {
       turn.reasoning.data = message.reasoning;
       show(turn.details, true);
@@ -215,16 +217,27 @@ function addTurn(role, label) {
   textBox.className = "text";
   const text = document.createTextNode("");
   textBox.append(text);
+  const calls = document.createElement("ul");
+  calls.className = "tool-calls";
+  calls.hidden = true;
   const note = document.createElement("div");
   note.className = "turn-note";
   note.hidden = true;
-  item.append(who, details, textBox, note);
+  item.append(who, details, textBox, calls, note);
   ui.transcript.append(item);
   return {
     item,
     details,
     reasoning,
     text,
+    // A call the model made, as text: the playground shows it but runs no tools.
+    addToolCall(name, args) {
+      const call = document.createElement("li");
+      call.className = "tool-call";
+      call.textContent = `Tool call: ${name}(${args})`;
+      calls.append(call);
+      calls.hidden = false;
+    },
     mark(words) {
       note.textContent = words;
       note.hidden = false;
@@ -269,7 +282,7 @@ async function run(body) {
   userTurn.item.scrollIntoView({ block: "nearest" });
   let outcome = "done";
   try {
-    await streamChat(body, {
+    const done = await streamChat(body, {
       key: state.key,
       signal: controller.signal,
       on(event) {
@@ -277,12 +290,17 @@ async function run(body) {
         else if (event.reasoning !== undefined) {
           answer.reasoning.appendData(event.reasoning);
           answer.details.hidden = false;
+        } else if (event.tool_call) {
+          answer.addToolCall(event.tool_call.name, event.tool_call.arguments);
         } else if (event.meta) {
           answer.item.querySelector(".who").textContent = `${event.meta.provider}/${event.meta.model}`;
           if (event.meta.conversation_id) state.conversationId = event.meta.conversation_id;
         }
       },
     });
+    if (done.finish_reason === "tool_calls") {
+      answer.mark("The model asked for a tool; the playground runs none (see the README's tool round trip).");
+    }
   } catch (error) {
     if (error.name === "AbortError") {
       outcome = "stopped";
