@@ -15,14 +15,14 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
 from app.chat.hooks import ChatObserver, Outcome
 from app.chat.request import stores
 from app.chat.tools import check_tool_turns
-from app.errors import NotFound, StorageUnavailable
+from app.errors import InvalidRequest, NotFound, StorageUnavailable
 from app.history.store import Claim, Ending, HistoryStore, StoredTurn
 from providers.base import ChatMessage, ChatParams, ToolTurnCall
 from providers.events import ChatEvent, DeltaEvent, DoneEvent, ReasoningEvent, ToolCallEvent
@@ -67,14 +67,18 @@ def _uuid_or_none(value: str | None) -> uuid.UUID | None:
         return None
 
 
-def with_history(chat: Chat, turns: Sequence[StoredTurn]) -> ChatParams:
-    """What goes upstream: the request's ``system`` first, the stored turns, then the request's own turns."""
+def with_history(chat: Chat, turns: Sequence[StoredTurn], *, own: bool = True) -> ChatParams:
+    """What goes upstream: the request's ``system`` first, the stored turns, then the request's own turns.
+
+    ``own=False`` leaves the request's own turns out (a regenerate answers the stored history again).
+    """
     params = chat.params
-    if not turns:
+    if not turns and own:
         return params
     head = 1 if chat.plan.request.system is not None else 0
     stored = [_upstream_turn(turn) for turn in turns]
-    return msgspec.structs.replace(params, messages=[*params.messages[:head], *stored, *params.messages[head:]])
+    mine = params.messages[head:] if own else []
+    return msgspec.structs.replace(params, messages=[*params.messages[:head], *stored, *mine])
 
 
 def _upstream_turn(turn: StoredTurn) -> ChatMessage:
@@ -143,7 +147,7 @@ class HistoryFeature:
         if external is not None:
             identifier = await self.store.find_external(owner, external.chat_id)
             if identifier is not None and external.regenerate:
-                await self.store.rewind(owner, identifier, _uuid_or_none(external.answer_id))
+                return await self._regenerate(chat, owner, identifier, _uuid_or_none(external.answer_id))
         if request.messages and (identifier is not None or external is not None):
             # Tool results for the stored conversation's last answer: checked against its calls
             # before anything of this request is stored (a chat id never used has no calls).
@@ -158,6 +162,27 @@ class HistoryFeature:
         claim = await self.store.begin(owner, identifier, turns, title, new_name)
         chat.params = with_history(chat, claim.history)
         return AnswerRecorder(self.store, claim)
+
+    async def _regenerate(
+        self, chat: Chat, owner: str, identifier: uuid.UUID, answer_id: uuid.UUID | None
+    ) -> ChatObserver:
+        """Answer the stored history again in place of ``answer_id`` (else the last answer) and what follows.
+
+        The request's own turns are the client's copy of what is stored: nothing new is stored
+        but the answer. What was removed comes back if the new answer fails before it streams.
+        """
+        removed = await self.store.rewind(owner, identifier, answer_id)
+        try:
+            claim = await self.store.begin(owner, identifier, (), "")
+        except BaseException:
+            await self.store.restore(identifier, removed)
+            raise
+        if not claim.history or claim.history[-1].role not in ("user", "tool"):
+            await self.store.abandon(claim)
+            await self.store.restore(identifier, removed)
+            raise InvalidRequest("nothing to regenerate: the chat holds no question to answer again")
+        chat.params = with_history(chat, claim.history, own=False)
+        return AnswerRecorder(self.store, claim, restore=removed)
 
     async def check(self) -> str:
         """For ``/ready``: ``"ok"`` when the database answers a query, else a short reason."""
@@ -174,6 +199,7 @@ class AnswerRecorder(ChatObserver):
         "_model",
         "_provider",
         "_reasoning",
+        "_restore",
         "_saved",
         "_started",
         "_stopping",
@@ -185,9 +211,11 @@ class AnswerRecorder(ChatObserver):
         "_writer",
     )
 
-    def __init__(self, store: HistoryStore, claim: Claim) -> None:
+    def __init__(self, store: HistoryStore, claim: Claim, *, restore: Sequence[dict[str, Any]] = ()) -> None:
         self._store = store
         self._claim = claim
+        self._restore = restore
+        """What a regenerate removed: put back if this answer never starts."""
         self._text: list[str] = []
         self._reasoning: list[str] = []
         self._usage: dict[str, int] | None = None
@@ -248,6 +276,11 @@ class AnswerRecorder(ChatObserver):
             # Refused (an HTTP error) or the client left before the stream started: the user saw
             # no answer, so nothing of this request stays stored.
             await self._attempt_twice(lambda: self._store.abandon(self._claim), "undoing a refused chat")
+            if self._restore:
+                await self._attempt_twice(
+                    lambda: self._store.restore(self._claim.conversation_id, self._restore),
+                    "restoring what a refused regenerate removed",
+                )
             return
         ending = self._ending(outcome)
         await self._attempt_twice(

@@ -502,10 +502,12 @@ class HistoryStore:
             found = await db.execute(select(c.id).where(c.owner == owner, c.external_id == external_id))
             return found.scalar_one_or_none()
 
-    async def rewind(self, owner: str, conversation_id: uuid.UUID, answer_id: uuid.UUID | None) -> None:
-        """Remove the assistant message ``answer_id`` (else the last one), the user turn it answered, and what follows.
+    async def rewind(self, owner: str, conversation_id: uuid.UUID, answer_id: uuid.UUID | None) -> list[dict[str, Any]]:
+        """Remove the assistant message ``answer_id`` (else the last one) and what follows it.
 
-        The user turn goes too because the request that regenerates an answer sends it again as its new input.
+        Returns:
+            The removed rows, oldest first, for :meth:`restore` should the new answer fail before
+            its stream starts (the user must not lose what they had for a regenerate that failed).
 
         Raises:
             Conflict: an answer is streaming on the conversation.
@@ -513,33 +515,38 @@ class HistoryStore:
         c, m = _conversations.c, _messages.c
         async with self.transaction() as db:
             answers = select(func.max(m.position)).where(m.conversation_id == conversation_id, m.role == "assistant")
+            target = None
             if answer_id is not None:
-                answers = answers.where(m.id == answer_id)
-            target = (await db.execute(answers)).scalar_one_or_none()
-            if target is None and answer_id is not None:  # not one of ours (a client-side id): the last answer
-                target = (
-                    await db.execute(
-                        select(func.max(m.position)).where(m.conversation_id == conversation_id, m.role == "assistant")
-                    )
-                ).scalar_one_or_none()
+                target = (await db.execute(answers.where(m.id == answer_id))).scalar_one_or_none()
+            if target is None:  # not one of ours (a client-side id), or none named: the last answer
+                target = (await db.execute(answers)).scalar_one_or_none()
             if target is None:
-                return
-            asked = await db.execute(
-                select(func.max(m.position)).where(
-                    m.conversation_id == conversation_id, m.role == "user", m.position < target
-                )
-            )
-            cut = asked.scalar_one_or_none()
-            cut = target if cut is None else cut
+                return []
             # The conversation's row first: on SQLite that takes the write lock before the delete.
             released = await db.execute(
                 update(_conversations)
                 .where(c.id == conversation_id, c.owner == owner, self._alive())
-                .values(message_count=cut, updated_at=db_now(), streaming_message_id=None, heartbeat_at=None)
+                .values(message_count=target, updated_at=db_now(), streaming_message_id=None, heartbeat_at=None)
             )
             if not _rowcount(released):
                 raise Conflict("this conversation is streaming an answer; wait for it to end (or stop it) first")
-            await db.execute(delete(_messages).where(m.conversation_id == conversation_id, m.position >= cut))
+            following = and_(m.conversation_id == conversation_id, m.position >= target)
+            removed = [dict(row._mapping) for row in await db.execute(select(_messages).where(following))]
+            await db.execute(delete(_messages).where(following))
+        return sorted(removed, key=lambda row: row["position"])
+
+    async def restore(self, conversation_id: uuid.UUID, removed: Sequence[dict[str, Any]]) -> None:
+        """Put back what :meth:`rewind` removed (its answer failed before streaming): the rows, and the count."""
+        if not removed:
+            return
+        c = _conversations.c
+        async with self.transaction() as db:
+            await db.execute(insert(_messages), list(removed))
+            await db.execute(
+                update(_conversations)
+                .where(c.id == conversation_id)
+                .values(message_count=c.message_count + len(removed))
+            )
 
     async def owns(self, owner: str, conversation_id: uuid.UUID) -> bool:
         """Whether ``owner`` has the conversation ``conversation_id``."""

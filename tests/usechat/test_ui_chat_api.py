@@ -136,6 +136,47 @@ async def test_regenerate_replaces_the_last_answer(
     ]
 
 
+async def test_a_regenerate_that_fails_before_streaming_loses_nothing(
+    start_history: StartHistory, upstream: FakeUpstream, client: httpx.AsyncClient
+) -> None:
+    service = await start_history()
+    upstream.on("fake-model", Reply(writes=sse_chunks(["kept answer"])))
+    first = ui_parts(await ui_chat(client, service.url, submit("keep", user("question"))))
+    before = (await client.get(f"{service.url}/api/chat/keep/messages")).json()
+    upstream.on("fake-model", Reply.json({"error": {"message": "boom"}}, status=500))
+    regenerate = {"id": "keep", "messages": [user("question")], "trigger": "regenerate-message"}
+    failed = await ui_chat(client, service.url, {**regenerate, "messageId": first[0]["messageId"]})
+    assert failed.status_code == 502 and failed.json()["code"] == "upstream_unavailable"
+    assert (await client.get(f"{service.url}/api/chat/keep/messages")).json() == before
+    listed = (await client.get(f"{service.url}/conversations")).json()["data"]
+    assert listed[0]["message_count"] == 2
+    # and the conversation is free for the next try
+    upstream.on("fake-model", Reply(writes=sse_chunks(["second try"])))
+    again = ui_parts(await ui_chat(client, service.url, regenerate))
+    assert ui_text(again) == "second try"
+    after = (await client.get(f"{service.url}/api/chat/keep/messages")).json()
+    assert after[0] == before[0]  # the question keeps its id
+    assert [m["parts"][-1]["text"] for m in after] == ["question", "second try"]
+
+
+async def test_regenerate_removes_the_answer_and_what_follows_and_keeps_what_came_before(
+    start_history: StartHistory, upstream: FakeUpstream, client: httpx.AsyncClient
+) -> None:
+    service = await start_history()
+    for text in ("a1", "a2"):
+        upstream.on("fake-model", Reply(writes=sse_chunks([text])))
+        await ui_chat(client, service.url, submit("middle", user("q" + text[1])))
+    stored = (await client.get(f"{service.url}/api/chat/middle/messages")).json()
+    assert [m["parts"][-1]["text"] for m in stored] == ["q1", "a1", "q2", "a2"]
+    upstream.on("fake-model", Reply(writes=sse_chunks(["a1 again"])))
+    body = {"id": "middle", "messages": stored[:1], "trigger": "regenerate-message", "messageId": stored[1]["id"]}
+    assert ui_text(ui_parts(await ui_chat(client, service.url, body))) == "a1 again"
+    assert upstream.requests[-1].body["messages"] == [{"role": "user", "content": "q1"}]
+    after = (await client.get(f"{service.url}/api/chat/middle/messages")).json()
+    assert [m["parts"][-1]["text"] for m in after] == ["q1", "a1 again"]
+    assert after[0]["id"] == stored[0]["id"]
+
+
 async def test_error_mid_stream_is_data_error_error_and_finish(
     start_history: StartHistory, upstream: FakeUpstream, client: httpx.AsyncClient
 ) -> None:
@@ -339,6 +380,16 @@ async def test_tool_outputs_sent_back_continue_the_stored_chat(
         "output": '{"temp":3}',
     }
     assert stored[2]["parts"][-1] == {"type": "text", "text": 'Oslo: {"temp":3}', "state": "done"}
+
+    # Regenerating the answer to the tool outputs answers them again (the SDK sends the message with them).
+    final_id = stored[2]["id"]
+    body = {"id": "toolchat", "messages": [user("weather?"), answered], "trigger": "regenerate-message"}
+    regenerated = await ui_chat(client, service.url, {**body, "messageId": final_id, "tools": tools})
+    assert regenerated.status_code == 200, regenerated.text
+    assert ui_text(ui_parts(regenerated)) == 'Oslo: {"temp":3}'
+    assert [t["role"] for t in upstream.requests[-1].body["messages"]] == ["user", "assistant", "tool"]
+    again = (await client.get(f"{service.url}/api/chat/toolchat/messages")).json()
+    assert [m["id"] for m in again[:2]] == [m["id"] for m in stored[:2]] and again[2]["id"] != final_id
 
     # Outputs for a call the stored answer never made are refused, and nothing is stored.
     wrong = {**answered, "parts": [{**answered["parts"][1], "toolCallId": "call_zz"}]}
