@@ -82,4 +82,5 @@ def check_tool_turns(messages: Sequence[ChatMessage], answered: Iterable[str] = 
         if turn.tool_calls:
             raise InvalidRequest(f"{where}: only an assistant turn makes tool_calls")
         if turn.content is None:
-            raise InvalidRequest(f"{where}: a {turn.role} turn needs content")
+            article = "an" if turn.role == "assistant" else "a"
+            raise InvalidRequest(f"{where}: {article} {turn.role} turn needs content")

@@ -91,6 +91,8 @@ def chat_request_of(data: object, limits: Limits, *, persistent: bool) -> tuple[
     if last.role != "user":
         raise InvalidRequest("with conversation history on, the last message must be a user message or tool results")
     text = _text_of(last.parts, "messages[-1]")
+    if not text:
+        raise InvalidRequest("messages[-1]: the new user message has no text (no text part, or only empty ones)")
     return parse_chat_request({**ours, "message": text}, limits), external
 
 
@@ -140,7 +142,10 @@ def _turns_of(messages: Sequence[UIMessage]) -> list[ChatMessage]:
         if message.role == "assistant":
             turns.extend(_assistant_turns(message.parts, where))
         else:
-            turns.append(ChatMessage(message.role, _text_of(message.parts, where)))
+            text = _text_of(message.parts, where)
+            if not text and message.role == "user":
+                raise InvalidRequest(f"{where}: a user message needs text (no text part, or only empty ones)")
+            turns.append(ChatMessage(message.role, text))
     return turns
 
 

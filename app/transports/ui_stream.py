@@ -8,6 +8,7 @@ schema and rejects a stream with an unknown key.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -214,7 +215,9 @@ class UIStreamEncoder:
         metadata: dict[str, Any] = {"model": meta.model, "provider": meta.provider}
         if not isinstance(meta.conversation_id, msgspec.UnsetType):
             metadata["conversation_id"] = meta.conversation_id
-        self._put(_Start(message_metadata=metadata, message_id=meta.message_id))
+        # An answer that is not stored has no id of its own; the SDK's messages still want one.
+        message_id = meta.message_id if isinstance(meta.message_id, str) else str(uuid.uuid4())
+        self._put(_Start(message_metadata=metadata, message_id=message_id))
         self._put(_StartStep())
 
     def _text_delta(self, delta: str) -> None:

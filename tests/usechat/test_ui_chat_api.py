@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import httpx
@@ -134,6 +135,19 @@ async def test_regenerate_replaces_the_last_answer(
         ("user", "question"),
         ("assistant", "better answer"),
     ]
+
+
+async def test_a_new_user_message_without_text_is_400(
+    start_history: StartHistory, upstream: FakeUpstream, client: httpx.AsyncClient
+) -> None:
+    service = await start_history()
+    for parts in ([], [{"type": "text", "text": ""}], [{"type": "step-start"}]):
+        message = {"id": "u1", "role": "user", "parts": parts}
+        response = await ui_chat(client, service.url, submit("blank", message))
+        assert response.status_code == 400, parts
+        assert response.json()["code"] == "invalid_request"
+    assert upstream.requests == []
+    assert (await client.get(f"{service.url}/conversations")).json()["data"] == []
 
 
 async def test_a_regenerate_that_fails_before_streaming_loses_nothing(
@@ -430,7 +444,10 @@ async def test_without_persistence_the_messages_are_the_whole_conversation(
     }
     body = submit("stateless", user("weather?"), tool_turn, user("thanks", "u2"), system="be brief", max_tokens=7)
     parts = ui_parts(await ui_chat(client, service.url, body))
-    assert "messageId" not in parts[0] and "conversation_id" not in parts[0]["messageMetadata"]
+    # Not stored, so no stored id, but the contract's start part still names the message.
+    assert uuid.UUID(parts[0]["messageId"]) and "conversation_id" not in parts[0]["messageMetadata"]
+    empty = await ui_chat(client, service.url, submit("stateless", user("weather?"), user("", "u3")))
+    assert empty.status_code == 400 and "needs text" in empty.json()["detail"]
     sent = upstream.requests[-1].body
     assert sent["max_tokens"] == 7
     assert sent["messages"] == [

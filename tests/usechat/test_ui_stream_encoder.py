@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from app.transports.ui_stream import UIStreamEncoder, finish_reason_of
@@ -66,9 +67,13 @@ def test_text_answer() -> None:
     ]
 
 
-def test_unstored_answer_has_no_message_id_and_no_conversation() -> None:
+def test_unstored_answer_gets_a_fresh_message_id_and_no_conversation() -> None:
     got = parts([MetaEvent(Meta(model="m1", provider="local"))], [DoneEvent(True, "stop")])
+    message_id = got[0].pop("messageId")
+    assert uuid.UUID(message_id)  # §13: start carries a messageId; an unstored answer makes one up
     assert got[0] == {"type": "start", "messageMetadata": {"model": "m1", "provider": "local"}}
+    again = parts([MetaEvent(Meta(model="m1", provider="local"))], [DoneEvent(True, "stop")])
+    assert again[0]["messageId"] != message_id
     assert got[-2] == {"type": "finish", "finishReason": "stop"}  # no usage reported: no metadata
 
 
