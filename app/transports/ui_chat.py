@@ -91,7 +91,15 @@ class UIChatController(Controller):
     ) -> Response[None] | Stream:
         if not CHAT_ID.fullmatch(chat_id):
             return Response(None, status_code=204)
-        batches = await find_answer(state, principal_of(request).name, chat_id=chat_id)
+        owner = principal_of(request).name
+        batches = await find_answer(state, owner, chat_id=chat_id)
+        store: HistoryStore | None = state.get("history")
+        if batches is None and store is not None and state.get("live_answers") is not None:
+            # An answer on the chat's conversation that POST /chat started (with its conversation_id)
+            # streams under this id too: found through the conversation.
+            conversation = await store.find_external(owner, chat_id)
+            if conversation is not None:
+                batches = await find_answer(state, owner, conversation_id=str(conversation))
         if batches is None:
             return Response(None, status_code=204)
         return follow_response(batches, UIStreamEncoder().encode, EVENT_STREAM, UI_STREAM_HEADERS)

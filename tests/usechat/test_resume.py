@@ -166,3 +166,22 @@ async def test_a_websocket_that_closes_detaches_and_a_cancel_still_stops(
             last = json.loads(await asyncio.wait_for(ws.recv(), 5))
         assert last["done"] is True and last["finish_reason"] == "cancelled"
     await asyncio.wait_for(upstream.requests[-1].disconnected.wait(), 1)
+
+
+async def test_a_chat_ids_stream_includes_an_answer_that_post_chat_started_on_its_conversation(
+    serve: Serve, upstream: FakeUpstream, database_url: str, client: httpx.AsyncClient
+) -> None:
+    service = await resumable(serve, upstream, database_url)
+    upstream.on("fake-model", Reply(writes=sse_chunks(["first"])))
+    first = ui_parts(await client.post(f"{service.url}/api/chat", json={"id": "both", "messages": [user("hi")]}))
+    conversation_id = first[0]["messageMetadata"]["conversation_id"]
+    slow(upstream)
+    body = {"message": "more", "conversation_id": conversation_id}
+    async with client.stream("POST", f"{service.url}/chat", json=body) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if '"delta"' in line:
+                break
+        resumed = await client.get(f"{service.url}/api/chat/both/stream")
+        assert resumed.status_code == 200
+        assert ui_text(ui_parts(resumed)) == WHOLE
