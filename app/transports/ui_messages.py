@@ -16,6 +16,7 @@ from app.chat.request import ChatRequest, ExternalChat, parse_chat_request
 from app.config import Limits
 from app.errors import InvalidRequest, NotFound
 from app.history.models import Message
+from app.transports.ui_stream import invalid_arguments
 from providers.base import CalledFunction, ChatMessage, ToolTurnCall
 
 __all__ = ("CHAT_ID", "UIChatBody", "UIMessage", "chat_id_of", "chat_request_of", "ui_messages_of")
@@ -228,17 +229,15 @@ def _tool_parts(calls: Sequence[Mapping[str, Any]], results: Mapping[str, str]) 
     parts: list[dict[str, Any]] = []
     for call in calls:
         function = call.get("function") or {}
+        name = function.get("name", "")
+        part: dict[str, Any] = {"type": "dynamic-tool", "toolName": name, "toolCallId": call.get("id", "")}
         try:
-            tool_input = msgspec.json.decode(function.get("arguments") or "{}")
+            part.update(state="input-available", input=msgspec.json.decode(function.get("arguments") or "{}"))
         except msgspec.DecodeError:
-            tool_input = function.get("arguments")
-        part: dict[str, Any] = {
-            "type": "dynamic-tool",
-            "toolName": function.get("name", ""),
-            "toolCallId": call.get("id", ""),
-            "state": "input-available",
-            "input": tool_input,
-        }
+            # As the stream showed it (tool-input-error): the raw text and why it is no input.
+            part.update(state="output-error", input=function.get("arguments"), errorText=invalid_arguments(name))
+            parts.append(part)
+            continue
         output = results.get(call.get("id", ""))
         if output is not None:
             part.update(state="output-available", output=output)

@@ -44,6 +44,11 @@ _FINISH_REASONS: Final = {
 }
 
 
+def invalid_arguments(name: str) -> str:
+    """The ``errorText`` of a call whose arguments are not JSON (live, and when the chat is reloaded)."""
+    return f"the model's arguments for {name!r} are not valid JSON"
+
+
 # The parts, each a Struct so that one encode writes it; the tag is the part's ``type``.
 class _Part(msgspec.Struct, tag_field="type", rename="camel", gc=False):
     """A part; ``UNSET`` fields are left out (defaults such as ``dynamic: true`` are sent)."""
@@ -269,7 +274,7 @@ class UIStreamEncoder:
                     call.id,
                     call.name,
                     call.arguments,
-                    f"the model's arguments for {call.name!r} are not valid JSON",
+                    invalid_arguments(call.name),
                 )
             )
             return

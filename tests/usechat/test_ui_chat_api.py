@@ -482,3 +482,32 @@ async def test_openapi_documents_the_routes(start_history: StartHistory, client:
     assert "application/problem+json" in post["responses"]["400"]["content"]
     assert "requestBody" in post
     assert "/api/chat/{chat_id}/messages" in document["paths"]
+
+
+async def test_a_call_whose_arguments_are_not_json_reloads_as_the_stream_showed_it(
+    start_history: StartHistory, upstream: FakeUpstream, client: httpx.AsyncClient
+) -> None:
+    service = await start_history()
+    call = {"index": 0, "id": "call_x", "type": "function", "function": {"name": "get_weather", "arguments": "{oops"}}
+    upstream.on(
+        "fake-model",
+        Reply(
+            writes=[
+                sse_event({"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]}),
+                sse_event({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+                b"data: [DONE]\n\n",
+            ]
+        ),
+    )
+    live = ui_parts(await ui_chat(client, service.url, submit("badargs", user("weather?"))))
+    error = next(p for p in live if isinstance(p, dict) and p["type"] == "tool-input-error")
+    stored = (await client.get(f"{service.url}/api/chat/badargs/messages")).json()
+    tool_part = next(p for p in stored[1]["parts"] if p["type"] == "dynamic-tool")
+    assert tool_part == {
+        "type": "dynamic-tool",
+        "toolName": "get_weather",
+        "toolCallId": "call_x",
+        "state": "output-error",
+        "input": "{oops",
+        "errorText": error["errorText"],
+    }
