@@ -51,8 +51,7 @@ class _Resumable(ChatObserver):
         meta = chat.meta
         if meta is None or isinstance(meta.conversation_id, msgspec.UnsetType):
             return  # not stored: nothing to resume from, and it stops with its client
-        external = chat.plan.external
-        answer = LiveAnswer(chat, chat.principal.name, meta.conversation_id, external.chat_id if external else None)
+        answer = LiveAnswer(chat, chat.principal.name, meta.conversation_id)
         first = (MetaEvent(meta),)  # what the original stream's first line was
         answer.append(first)
         self._answer = answer
@@ -60,9 +59,7 @@ class _Resumable(ChatObserver):
         chat.detach_on_disconnect = True
         if self._redis is not None:
             answer_id = meta.message_id if isinstance(meta.message_id, str) else meta.conversation_id
-            self._remote = await self._redis.publish(
-                answer.owner, answer.conversation_id, answer.chat_id, answer_id, first
-            )
+            self._remote = await self._redis.publish(answer.owner, answer.conversation_id, answer_id, first)
 
     def batch(self, events: Sequence[ChatEvent]) -> None:
         if self._answer is not None:

@@ -3,8 +3,8 @@
 Each stored answer that streams while ``streams.resume`` is on is a :class:`LiveAnswer`: the
 events sent so far (appended per batch, one upstream read, never per token) and a way to wait
 for more. A reader replays what is there, then follows until the terminal event. The
-:class:`LiveAnswers` of a process find them by conversation or by the client's chat id, always
-within the principal that owns them.
+:class:`LiveAnswers` of a process find them by conversation, always within the principal that
+owns them (a client's chat id names a conversation: the store says which).
 """
 
 from __future__ import annotations
@@ -28,13 +28,12 @@ FOLLOW_IDLE_SECONDS: Final = 300.0
 class LiveAnswer:
     """One streaming answer: its events so far, and its followers' wake-up."""
 
-    __slots__ = ("_more", "chat", "chat_id", "conversation_id", "ended", "events", "owner")
+    __slots__ = ("_more", "chat", "conversation_id", "ended", "events", "owner")
 
-    def __init__(self, chat: Chat, owner: str, conversation_id: str, chat_id: str | None) -> None:
+    def __init__(self, chat: Chat, owner: str, conversation_id: str) -> None:
         self.chat = chat
         self.owner = owner
         self.conversation_id = conversation_id
-        self.chat_id = chat_id
         self.events: list[ChatEvent] = []
         self.ended = False
         self._more = asyncio.Event()
@@ -47,11 +46,6 @@ class LiveAnswer:
         if isinstance(batch[-1], _TERMINAL):
             self.ended = True
         self._more.set()
-
-    def end(self, terminal: ChatEvent) -> None:
-        """The answer ended without its terminal event passing through :meth:`append` (a stop)."""
-        if not self.ended:
-            self.append((terminal,))
 
     async def follow(self) -> AsyncIterator[Sequence[ChatEvent]]:
         """Everything so far as one batch, then each new batch, until the terminal event."""
@@ -76,30 +70,22 @@ class LiveAnswer:
 
 
 class LiveAnswers:
-    """The live answers of this process, by conversation and by chat id (both per owner)."""
+    """The live answers of this process, by owner and conversation."""
 
-    __slots__ = ("_by_chat", "_by_conversation")
+    __slots__ = ("_by_conversation",)
 
     def __init__(self) -> None:
         self._by_conversation: dict[tuple[str, str], LiveAnswer] = {}
-        self._by_chat: dict[tuple[str, str], LiveAnswer] = {}
 
     def add(self, answer: LiveAnswer) -> None:
         self._by_conversation[(answer.owner, answer.conversation_id)] = answer
-        if answer.chat_id is not None:
-            self._by_chat[(answer.owner, answer.chat_id)] = answer
 
     def remove(self, answer: LiveAnswer) -> None:
         if self._by_conversation.get((answer.owner, answer.conversation_id)) is answer:
             del self._by_conversation[(answer.owner, answer.conversation_id)]
-        if answer.chat_id is not None and self._by_chat.get((answer.owner, answer.chat_id)) is answer:
-            del self._by_chat[(answer.owner, answer.chat_id)]
 
     def of_conversation(self, owner: str, conversation_id: str) -> LiveAnswer | None:
         return self._by_conversation.get((owner, conversation_id))
-
-    def of_chat(self, owner: str, chat_id: str) -> LiveAnswer | None:
-        return self._by_chat.get((owner, chat_id))
 
     def all(self) -> list[LiveAnswer]:
         return list(self._by_conversation.values())

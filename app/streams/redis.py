@@ -2,9 +2,9 @@
 
 Keys (under ``rate_limit.key_prefix``, every one with an expiry):
 ``<prefix>streams:answer:<uuid>`` — a Redis stream whose entries hold the answer's NDJSON lines
-(what queued since the last write), the terminal line last; ``<prefix>streams:<owner hash>:conversation:<uuid>`` and
-``<prefix>streams:<owner hash>:chat:<chat id>`` — which answer streams there, deleted when it
-ends. Stops travel on the channel ``<prefix>streams:stop``; every replica listens and stops the
+(what queued since the last write), the terminal line last; ``<prefix>streams:<owner hash>:conversation:<uuid>``
+— which answer streams there (a client's chat id is resolved to its conversation first), deleted
+when it ends. Stops travel on the channel ``<prefix>streams:stop``; every replica listens and stops the
 answer if it is its own.
 
 The producer never waits on Redis per batch: ``batch`` queues the encoded lines and a task of
@@ -184,17 +184,12 @@ class RedisStreams:
     def _conversation_key(self, owner: str, conversation_id: str) -> str:
         return f"{self._prefix}{_owner_key(owner)}:conversation:{conversation_id}"
 
-    def _chat_key(self, owner: str, chat_id: str) -> str:
-        return f"{self._prefix}{_owner_key(owner)}:chat:{chat_id}"
-
     async def publish(
-        self, owner: str, conversation_id: str, chat_id: str | None, answer_id: str, first: Sequence[ChatEvent]
+        self, owner: str, conversation_id: str, answer_id: str, first: Sequence[ChatEvent]
     ) -> RedisAnswer | None:
         """Announce an answer that starts streaming; ``None`` (logged) when Redis does not answer."""
         key = f"{self._prefix}answer:{answer_id}"
         index = [self._conversation_key(owner, conversation_id)]
-        if chat_id is not None:
-            index.append(self._chat_key(owner, chat_id))
         try:
             async with asyncio.timeout(_TIMEOUT_SECONDS), self._client.pipeline(transaction=False) as pipe:
                 pipe.xadd(key, {"b": encode_batch(first)})  # the stream exists (with its expiry) before it is named
@@ -213,16 +208,8 @@ class RedisStreams:
         answer.start()
         return answer
 
-    async def streaming(self, owner: str, *, conversation_id: str | None = None, chat_id: str | None = None) -> bool:
-        """Whether an answer of ``owner`` streams there, on any replica."""
-        return await self._answer_key(owner, conversation_id, chat_id) is not None
-
-    async def _answer_key(self, owner: str, conversation_id: str | None, chat_id: str | None) -> str | None:
-        name = (
-            self._conversation_key(owner, conversation_id)
-            if conversation_id is not None
-            else self._chat_key(owner, chat_id or "")
-        )
+    async def _answer_key(self, owner: str, conversation_id: str) -> str | None:
+        name = self._conversation_key(owner, conversation_id)
         try:
             async with asyncio.timeout(_TIMEOUT_SECONDS):
                 found = await self._client.get(name)
@@ -231,11 +218,9 @@ class RedisStreams:
             return None
         return found.decode() if isinstance(found, bytes) else None
 
-    async def follow(
-        self, owner: str, *, conversation_id: str | None = None, chat_id: str | None = None
-    ) -> AsyncIterator[Sequence[ChatEvent]] | None:
-        """The answer streaming there (replay, then live), or ``None`` when none is."""
-        key = await self._answer_key(owner, conversation_id, chat_id)
+    async def follow(self, owner: str, conversation_id: str) -> AsyncIterator[Sequence[ChatEvent]] | None:
+        """The answer of ``owner`` streaming on ``conversation_id`` (replay, then live), or ``None`` when none is."""
+        key = await self._answer_key(owner, conversation_id)
         if key is None:
             return None
         return self._read(key)

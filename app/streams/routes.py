@@ -42,24 +42,18 @@ def live_answers(state: State) -> LiveAnswers | None:
     return answers
 
 
-async def find_answer(
-    state: State, owner: str, *, conversation_id: str | None = None, chat_id: str | None = None
-) -> AsyncIterator[Sequence[ChatEvent]] | None:
-    """The batches of ``owner``'s answer streaming there — this process's, else another replica's — or ``None``."""
+async def find_answer(state: State, owner: str, conversation_id: str) -> AsyncIterator[Sequence[ChatEvent]] | None:
+    """The batches of ``owner``'s answer streaming on a conversation — this process's, else another replica's."""
     answers = live_answers(state)
     if answers is None:
         return None
-    answer: LiveAnswer | None = (
-        answers.of_conversation(owner, conversation_id)
-        if conversation_id is not None
-        else answers.of_chat(owner, chat_id or "")
-    )
+    answer: LiveAnswer | None = answers.of_conversation(owner, conversation_id)
     if answer is not None:
         return answer.follow()
     redis: RedisStreams | None = state.get("redis_streams")
     if redis is None:
         return None
-    return await redis.follow(owner, conversation_id=conversation_id, chat_id=chat_id)
+    return await redis.follow(owner, conversation_id)
 
 
 def follow_response(
@@ -109,7 +103,7 @@ class StreamsController(Controller):
     ) -> Response[None] | Stream:
         owner = principal_of(request).name
         identifier = conversation_uuid(conversation_id)
-        batches = await find_answer(state, owner, conversation_id=str(identifier))
+        batches = await find_answer(state, owner, str(identifier))
         if batches is None:
             if not await history.owns(owner, identifier):
                 raise NotFound("no such conversation")

@@ -92,14 +92,13 @@ class UIChatController(Controller):
         if not CHAT_ID.fullmatch(chat_id):
             return Response(None, status_code=204)
         owner = principal_of(request).name
-        batches = await find_answer(state, owner, chat_id=chat_id)
         store: HistoryStore | None = state.get("history")
-        if batches is None and store is not None and state.get("live_answers") is not None:
-            # An answer on the chat's conversation that POST /chat started (with its conversation_id)
-            # streams under this id too: found through the conversation.
+        batches = None
+        if store is not None and state.get("live_answers") is not None:
+            # The chat id names a conversation; whatever streams on it (through /api/chat or /chat) is found there.
             conversation = await store.find_external(owner, chat_id)
             if conversation is not None:
-                batches = await find_answer(state, owner, conversation_id=str(conversation))
+                batches = await find_answer(state, owner, str(conversation))
         if batches is None:
             return Response(None, status_code=204)
         return follow_response(batches, UIStreamEncoder().encode, EVENT_STREAM, UI_STREAM_HEADERS)
